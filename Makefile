@@ -1,0 +1,35 @@
+# The two commands of the README, and what they need. Each installs what is missing first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint kafka-start kafka-stop clean
+
+demo: $(STAMP)
+	$(BIN)/streams demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+kafka-start: $(STAMP)
+	$(BIN)/streams kafka start
+
+kafka-stop: $(STAMP)
+	$(BIN)/streams kafka stop
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17 is needed to run the local Kafka broker (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven is needed to fetch the Kafka broker jars (apt-get install maven)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	-bash scripts/kafka.sh stop
+	rm -rf $(VENV) .local

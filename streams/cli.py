@@ -1,0 +1,172 @@
+"""The ``streams`` command: run workers, produce and consume events, manage the local broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from streams.settings import Settings
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a clear message naming each bad setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
+
+
+@click.group()
+def main() -> None:
+    """Streaming enrichment pipelines on Apache Kafka."""
+
+
+@main.command()
+def worker() -> None:
+    """Run a pipeline worker in the consumer group named after the pipeline."""
+    import faust
+
+    from streams.app import create_app
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+@main.command()
+@click.option("--count", default=100, show_default=True, help="Sample events to produce.")
+@click.option("--topic", default=None, help="Topic (default: the pipeline's input topic).")
+@click.option("--seed", default=7, show_default=True, help="Seed for the sample data.")
+@click.option("--file", "path", type=click.File("r"), default=None, help="JSON lines of OrderPlaced records instead.")
+def produce(count: int, topic: str | None, seed: int, path: Any) -> None:
+    """Produce Avro-encoded OrderPlaced events to the input topic."""
+    from streams.pipelines.orders import ORDER_PLACED
+    from streams.samples import sample_orders
+
+    settings = load_settings()
+    orders = [json.loads(line) for line in path if line.strip()] if path else sample_orders(count, seed=seed)
+    sent = asyncio.run(_produce(settings, topic or settings.input_topic, ORDER_PLACED, orders))
+    click.echo(f"produced {sent} events to {topic or settings.input_topic}")
+
+
+async def _produce(settings: Settings, topic: str, subject: str, records: list[dict[str, Any]]) -> int:
+    from streams.kafka.clients import producer
+    from streams.serde import AvroSerde, EmbeddedRegistry
+
+    serde = AvroSerde(EmbeddedRegistry.load())
+    async with producer(settings.kafka_bootstrap_servers) as client:
+        futures = [
+            await client.send(topic, serde.encode(subject, r), key=str(r["customer_id"]).encode()) for r in records
+        ]
+        await asyncio.gather(*futures)
+    return len(futures)
+
+
+@main.command()
+@click.option("--topic", default=None, help="Topic (default: the pipeline's output topic).")
+@click.option("--max", "limit", default=None, type=int, help="Stop after this many records.")
+@click.option("--idle", default=3.0, show_default=True, help="Stop after this many seconds without a record.")
+def consume(topic: str | None, limit: int | None, idle: float) -> None:
+    """Decode an Avro topic from the beginning and print one JSON object a line."""
+    from streams.kafka.clients import read_records
+    from streams.serde import AvroSerde, EmbeddedRegistry
+    from streams.serde.avro import AvroDecodeError
+    from streams.serde.registry import UnknownSchemaError
+    from streams.serde.wire import WireFormatError
+
+    settings = load_settings()
+    name = topic or settings.output_topic
+    serde = AvroSerde(EmbeddedRegistry.load())
+    records = asyncio.run(read_records(settings.kafka_bootstrap_servers, [name], until=limit, idle_timeout=idle))
+    for record in records[:limit]:
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+        try:
+            value: Any = serde.decode(record.value)
+        except (WireFormatError, UnknownSchemaError, AvroDecodeError) as exc:
+            value = {"undecodable": str(exc), "bytes": len(record.value or b"")}
+        line = {"partition": record.partition, "offset": record.offset, "headers": headers, "value": value}
+        click.echo(json.dumps(line, default=_json_default))
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+@main.group()
+def kafka() -> None:
+    """The project's local single-node Kafka broker (no Docker needed)."""
+
+
+@kafka.command("start")
+def kafka_start() -> None:
+    """Fetch the broker jars if needed, start the broker, wait until it serves."""
+    from streams.kafka.local import start_local_broker
+
+    click.echo(start_local_broker())
+
+
+@kafka.command("stop")
+def kafka_stop() -> None:
+    """Stop the local broker."""
+    from streams.kafka.local import stop_local_broker
+
+    stop_local_broker()
+
+
+@kafka.command("status")
+def kafka_status() -> None:
+    """Say whether the local broker runs (exit 3 when it does not)."""
+    from streams.kafka.local import kafka_script
+
+    result = kafka_script("status", check=False)
+    click.echo(result.stdout.strip())
+    sys.exit(result.returncode)
+
+
+@main.command()
+@click.option("--partitions", default=8, show_default=True, help="Partitions of the input and output topics.")
+def topics(partitions: int) -> None:
+    """Create the pipeline's input, output and dead-letter topics if they do not exist."""
+    from streams.kafka.clients import ensure_topics
+    from streams.names import dlq_topic
+
+    settings = load_settings()
+    wanted = {settings.input_topic: partitions, settings.output_topic: partitions, dlq_topic(settings.pipeline): 1}
+    asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wanted))
+    click.echo("topics ready: " + ", ".join(wanted))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@click.option("--latency-ms", default=0.0, show_default=True, help="Added to every API response.")
+def sandbox(host: str, port: int, latency_ms: float) -> None:
+    """Serve the sandbox API (the demo's stand-in for the external APIs)."""
+    from aiohttp import web
+
+    from sandbox.server import build_app
+
+    web.run_app(build_app(latency_ms=latency_ms), host=host, port=port, access_log=None)
+
+
+@main.command()
+@click.option("--events", default=200, show_default=True, help="Sample events to produce.")
+def demo(events: int) -> None:
+    """Start what is needed, produce events, run the pipeline, show enriched records."""
+    from streams.demo import run_demo
+
+    sys.exit(asyncio.run(run_demo(load_settings(), events)))
+
+
+if __name__ == "__main__":
+    main()

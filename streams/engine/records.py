@@ -1,0 +1,53 @@
+"""The records that move through the engine: what came in, and what goes out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class InboundRecord:
+    """A record as consumed, independent of the Kafka client that read it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    def header(self, name: str) -> str | None:
+        raw = self.headers.get(name)
+        if raw is None:
+            return None
+        return raw.decode("utf-8", errors="replace")
+
+
+@dataclass(slots=True)
+class OutboundRecord:
+    """A record to produce: to the output, a retry tier or the DLQ."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    event_id: str
+    failed: bool = False
+
+
+def headers_from_kafka(raw: object) -> dict[str, bytes]:
+    """Normalize a client's headers (a list of pairs or a mapping) to a dict; last one wins."""
+    if not raw:
+        return {}
+    items = raw.items() if isinstance(raw, dict) else raw
+    result: dict[str, bytes] = {}
+    for name, value in items:  # type: ignore[union-attr]
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", errors="replace")
+        result[str(name)] = value if isinstance(value, bytes) else str(value).encode()
+    return result

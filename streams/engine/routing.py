@@ -1,0 +1,76 @@
+"""Routing: where a processed event goes, and the headers it carries there (DESIGN.md §3).
+
+Successful events go to the output topic; failed ones to the DLQ with the original value
+bytes unchanged and the error headers, so that a replay is exact.
+"""
+
+from __future__ import annotations
+
+from time import time
+
+from streams.engine.records import InboundRecord, OutboundRecord
+from streams.failures import Failure
+from streams.names import Header, dlq_topic
+
+# Headers that travel with an event from its input record to every record made from it.
+_CARRIED = (Header.TRACEPARENT, Header.TRACESTATE)
+
+
+def event_id_of(record: InboundRecord, event: dict[str, object] | None) -> str:
+    """The stable id: the record's ``event_id`` field, else the header, else where it was first seen."""
+    if event is not None:
+        value = event.get("event_id")
+        if isinstance(value, str) and value:
+            return value
+    return record.header(Header.EVENT_ID) or _origin(record)[0]
+
+
+def _origin(record: InboundRecord) -> tuple[str, list[tuple[str, bytes]]]:
+    """Where the event first entered the pipeline: from the headers of a hop, else this record."""
+    topic = record.header(Header.ORIGIN_TOPIC)
+    if topic is not None:
+        partition = record.header(Header.ORIGIN_PARTITION) or ""
+        offset = record.header(Header.ORIGIN_OFFSET) or ""
+        timestamp = record.header(Header.ORIGIN_TIMESTAMP) or ""
+    else:
+        topic, partition, offset = record.topic, str(record.partition), str(record.offset)
+        timestamp = str(record.timestamp_ms)
+    headers = [
+        (Header.ORIGIN_TOPIC, topic.encode()),
+        (Header.ORIGIN_PARTITION, partition.encode()),
+        (Header.ORIGIN_OFFSET, offset.encode()),
+        (Header.ORIGIN_TIMESTAMP, timestamp.encode()),
+    ]
+    return f"{topic}:{partition}:{offset}", headers
+
+
+def _common_headers(record: InboundRecord, event_id: str) -> list[tuple[str, bytes]]:
+    headers = [(name, record.headers[name]) for name in _CARRIED if name in record.headers]
+    headers.append((Header.EVENT_ID, event_id.encode()))
+    attempt = record.header(Header.ATTEMPT)
+    headers.append((Header.ATTEMPT, (attempt if attempt and attempt.isdigit() else "1").encode()))
+    headers.extend(_origin(record)[1])
+    return headers
+
+
+def route_success(record: InboundRecord, output_topic: str, value: bytes, event_id: str) -> OutboundRecord:
+    """The enriched record for the output topic, keyed like its input."""
+    return OutboundRecord(output_topic, record.key, value, _common_headers(record, event_id), event_id)
+
+
+def route_failure(
+    record: InboundRecord, pipeline: str, failure: Failure, event_id: str, now_ms: int | None = None
+) -> OutboundRecord:
+    """The dead-letter record: original key and value bytes, plus why it failed."""
+    now_ms = now_ms if now_ms is not None else int(time() * 1000)
+    headers = _common_headers(record, event_id)
+    headers.append((Header.ERROR_KIND, failure.kind.value.encode()))
+    headers.append((Header.ERROR_CLASS, failure.error_class.encode()))
+    headers.append((Header.ERROR_MESSAGE, failure.message.encode("utf-8", errors="replace")))
+    if failure.connector is not None:
+        headers.append((Header.ERROR_CONNECTOR, failure.connector.encode()))
+    if failure.status is not None:
+        headers.append((Header.ERROR_STATUS, str(failure.status).encode()))
+    first = record.header(Header.FIRST_FAILURE_AT)
+    headers.append((Header.FIRST_FAILURE_AT, (first if first else str(now_ms)).encode()))
+    return OutboundRecord(dlq_topic(pipeline), record.key, record.value, headers, event_id, failed=True)

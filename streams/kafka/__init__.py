@@ -1,0 +1,1 @@
+"""Kafka I/O outside the worker: admin, plain producers and consumers, the local broker."""

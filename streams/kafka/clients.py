@@ -1,0 +1,108 @@
+"""Plain aiokafka clients for the CLI, the demo and the tests (the worker uses Faust's)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+async def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+    """Create the topics that do not exist yet, and wait until their metadata is visible."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, count, 1) for name, count in partitions.items() if name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently elsewhere
+                await admin.create_topics(missing)
+        deadline = time.monotonic() + 30
+        while not set(partitions) <= set(await admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {sorted(partitions)} not visible after 30 s")
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def producer(bootstrap: str, **config: object) -> AsyncIterator[AIOKafkaProducer]:
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **config)  # type: ignore[arg-type]
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The next offset of each partition of a topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def read_records(
+    bootstrap: str,
+    topics: Iterable[str],
+    *,
+    start: dict[tuple[str, int], int] | None = None,
+    until: int | None = None,
+    idle_timeout: float = 5.0,
+    deadline: float = 60.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read topics from the beginning (or ``start`` offsets) without a group.
+
+    Stops when ``until`` records were read, when nothing new arrived for ``idle_timeout``
+    seconds after the last record, or at ``deadline`` seconds, whichever comes first.
+    """
+    topics = list(topics)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps: list[TopicPartition] = []
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+        consumer.assign(tps)
+        for tp in tps:
+            offset = (start or {}).get((tp.topic, tp.partition))
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        begin = last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if until is not None and len(records) >= until:
+                break
+            if now - begin > deadline or now - last > idle_timeout:
+                break
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+            if batch:
+                last = time.monotonic()
+        return records
+    finally:
+        await consumer.stop()

@@ -1,0 +1,46 @@
+"""Names on the wire: topic names and Kafka header names (DESIGN.md §3).
+
+Every other module asks this one; no topic or header name is spelled anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DELAY = re.compile(r"^\d+(ms|s|m|h)$")
+
+
+def dlq_topic(pipeline: str) -> str:
+    """The dead-letter topic of a pipeline: ``orders-enricher.dlq``."""
+    return f"{pipeline}.dlq"
+
+
+def retry_topic(pipeline: str, delay: str) -> str:
+    """A delayed retry tier of a pipeline, e.g. ``orders-enricher.retry.5s``.
+
+    Tiers belong to the pipeline, not to the input topic, so that another consumer group
+    reading the input never sees our retries.
+    """
+    if not _DELAY.match(delay):
+        raise ValueError(f"retry delay {delay!r} must look like 500ms, 5s, 1m or 2h")
+    return f"{pipeline}.retry.{delay}"
+
+
+class Header:
+    """Kafka header names the pipeline writes. Values are UTF-8 strings."""
+
+    TRACEPARENT = "traceparent"
+    TRACESTATE = "tracestate"
+    EVENT_ID = "event-id"
+    ATTEMPT = "streams.attempt"
+    NOT_BEFORE = "streams.not-before"
+    ORIGIN_TOPIC = "streams.origin.topic"
+    ORIGIN_PARTITION = "streams.origin.partition"
+    ORIGIN_OFFSET = "streams.origin.offset"
+    ORIGIN_TIMESTAMP = "streams.origin.timestamp"
+    ERROR_KIND = "streams.error.kind"
+    ERROR_CLASS = "streams.error.class"
+    ERROR_MESSAGE = "streams.error.message"
+    ERROR_CONNECTOR = "streams.error.connector"
+    ERROR_STATUS = "streams.error.status"
+    FIRST_FAILURE_AT = "streams.first-failure-at"

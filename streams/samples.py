@@ -1,0 +1,40 @@
+"""Sample OrderPlaced events, deterministic for a seed: the demo's and the tests' input."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+_SKUS = [f"SKU-{n:05d}" for n in range(1, 400)]
+_CHANNELS = ("web", "mobile", "store")
+_CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
+_COUNTRIES = ("DE", "FR", "GB", "NL", "SE", "US", "CA", "JP")
+
+
+def sample_orders(count: int, *, seed: int = 7, customers: int = 1000, run: str | None = None) -> list[dict[str, Any]]:
+    """``count`` OrderPlaced records with unique event ids, over ``customers`` customers."""
+    rng = random.Random(seed)
+    run = run or uuid.UUID(int=rng.getrandbits(128)).hex[:12]
+    now_ms = int(time.time() * 1000)
+    orders = []
+    for n in range(count):
+        items = [
+            {"sku": rng.choice(_SKUS), "quantity": rng.randint(1, 5), "unit_price_cents": rng.randint(199, 49_999)}
+            for _ in range(rng.randint(1, 4))
+        ]
+        orders.append(
+            {
+                "event_id": f"evt-{run}-{n:07d}",
+                "order_id": f"ord-{run}-{n:07d}",
+                "customer_id": f"C{rng.randrange(customers):06d}",
+                "placed_at": now_ms - rng.randint(0, 60_000),
+                "currency": rng.choice(_CURRENCIES),
+                "amount_cents": sum(i["quantity"] * i["unit_price_cents"] for i in items),
+                "channel": rng.choice(_CHANNELS),
+                "shipping_country": rng.choice(_COUNTRIES),
+                "items": items,
+            }
+        )
+    return orders

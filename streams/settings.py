@@ -1,0 +1,59 @@
+"""Worker settings: typed, frozen, read from the environment or a ``.env`` file.
+
+Every variable is ``STREAMS_<FIELD>`` (``STREAMS_PIPELINE``, ``STREAMS_MAX_IN_FLIGHT``, ...),
+except the broker address, which also answers to the conventional ``KAFKA_BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """One pipeline worker's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMS_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "STREAMS_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Comma-separated host:port list of Kafka brokers.",
+    )
+    pipeline: str = Field(default="orders-enricher", description="Pipeline name; also the consumer group id.")
+    input_topic: str = Field(default="orders", description="Topic the pipeline consumes.")
+    output_topic: str = Field(default="orders.enriched", description="Topic enriched records go to.")
+    customers_api_url: str = Field(default="http://127.0.0.1:8080", description="Base URL of the customer API.")
+    http_timeout: float = Field(default=5.0, gt=0, description="Seconds one API call attempt may take.")
+    max_in_flight: int = Field(default=256, ge=1, description="Events processed concurrently per worker.")
+    batch_size: int = Field(default=500, ge=1, description="Most events taken from the stream at once.")
+    batch_linger: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")
+    producer_linger_ms: int = Field(default=5, ge=0, description="Producer linger, milliseconds.")
+    producer_batch_bytes: int = Field(default=256 * 1024, ge=1024, description="Producer batch size, bytes.")
+    commit_interval: float = Field(default=1.0, gt=0, description="Seconds between offset commits.")
+    web_enabled: bool = Field(default=False, description="Serve the worker's web endpoints.")
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    data_dir: Path = Field(default=REPO_ROOT / ".local" / "worker", description="Worker state folder.")
+    log_level: str = Field(default="info")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_is_host_port_list(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"broker address {server!r} must be host:port")
+        if not servers:
+            raise ValueError("at least one broker host:port is required")
+        return ",".join(servers)
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return self.kafka_bootstrap_servers.split(",")

@@ -1,0 +1,115 @@
+"""What the integration tests share: a pipeline's topics and worker environment, produce, read."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from streams.kafka.clients import ensure_topics, producer, read_records
+from streams.names import dlq_topic
+from streams.pipelines.orders import ORDER_PLACED
+from streams.serde import AvroSerde, EmbeddedRegistry
+from streams.worker_process import WorkerProcess
+
+SERDE = AvroSerde(EmbeddedRegistry.load())
+
+
+@dataclass
+class PipelineUnderTest:
+    """Unique topics and group for one test, and how to start workers on them."""
+
+    bootstrap: str
+    api_url: str
+    name: str
+    input_topic: str
+    output_topic: str
+    workdir: Path
+
+    @property
+    def dlq(self) -> str:
+        return dlq_topic(self.name)
+
+    async def create_topics(self, partitions: int) -> None:
+        await ensure_topics(self.bootstrap, {self.input_topic: partitions, self.output_topic: partitions, self.dlq: 1})
+
+    def worker(self, index: int = 0, **extra_env: str) -> WorkerProcess:
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "STREAMS_PIPELINE": self.name,
+            "STREAMS_INPUT_TOPIC": self.input_topic,
+            "STREAMS_OUTPUT_TOPIC": self.output_topic,
+            "STREAMS_CUSTOMERS_API_URL": self.api_url,
+            "STREAMS_DATA_DIR": str(self.workdir / f"worker-{index}"),
+            **extra_env,
+        }
+        return WorkerProcess(env, self.workdir / f"worker-{index}.log")
+
+    async def produce(self, orders: list[dict[str, Any]], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
+        async with producer(self.bootstrap) as client:
+            futures = [await client.send(self.input_topic, SERDE.encode(ORDER_PLACED, o),
+                                         key=o["customer_id"].encode()) for o in orders]
+            futures += [await client.send(self.input_topic, value, key=b"poison") for value in raw]
+            await asyncio.gather(*futures)
+
+    async def read(self, topics: list[str], until: int, deadline: float = 120.0,
+                   idle_timeout: float = 60.0) -> list[ConsumerRecord[bytes, bytes]]:
+        return await read_records(self.bootstrap, topics, until=until, deadline=deadline, idle_timeout=idle_timeout)
+
+
+def pipeline_under_test(bootstrap: str, api_url: str, unique: str, workdir: Path) -> PipelineUnderTest:
+    return PipelineUnderTest(bootstrap, api_url, f"enricher-{unique}", f"orders-{unique}",
+                             f"orders-{unique}.enriched", workdir)
+
+
+def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {name: value.decode("utf-8", "replace") for name, value in record.headers}
+
+
+async def wait_for(condition: Callable[[], Any], deadline: float, what: str, interval: float = 0.2) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy, or fail after ``deadline`` s."""
+    end = time.monotonic() + deadline
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def group_assignment(bootstrap: str, group: str) -> dict[str, set[tuple[str, int]]]:
+    """Each member of a consumer group and the partitions the group's leader assigned to it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    except KafkaError as exc:
+        if exc.retriable:  # e.g. the group coordinator is still loading on a fresh broker
+            return {}
+        raise
+    finally:
+        await admin.close()
+    members: dict[str, set[tuple[str, int]]] = {}
+    for response in responses:
+        for described in response.to_object()["groups"]:
+            if described["state"] != "Stable":
+                return {}
+            for member in described["members"]:
+                raw = member["member_assignment"]
+                assignment = ConsumerProtocolMemberAssignment.decode(raw) if raw else None
+                members[member["member_id"]] = {
+                    (tp.topic, tp.partition) for tp in (assignment.partitions() if assignment else [])
+                }
+    return members
