@@ -1,22 +1,27 @@
-"""The worker: a faust-streaming app whose agent runs the engine over the input topic.
+"""The worker: a faust-streaming app whose one agent feeds the engine.
 
-Faust gives us the worker, the consumer group, rebalancing and offset commits. The hot path
-takes events in batches (``noack_take``), runs them through the ``BatchProcessor``, produces
-every outbound record, waits until the broker has acknowledged all of them, and only then
-acks the events, in offset order, so Faust never commits past unfinished work.
+Faust gives us the worker process, the consumer group, rebalancing, co-partitioned
+assignment (a retry tier has as many partitions as the input, so partition N of each goes
+to the same worker) and offset commits of what we acknowledge. Its per-event machinery stays
+off the hot path: the agent takes events in batches without acknowledging them
+(``noack_take``) and hands them to the ``Engine``, which acknowledges each partition's
+completed prefix once the broker has the outbound records.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 import faust
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
-from streams.engine.processor import BatchProcessor
+from streams.engine.engine import Engine
+from streams.engine.processor import EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord, headers_from_kafka
+from streams.engine.retry import RetryPolicy
+from streams.names import dlq_topic
 from streams.pipelines.base import Pipeline
 from streams.pipelines.orders import OrderEnricher
 from streams.serde.avro import AvroSerde
@@ -28,9 +33,74 @@ log = logging.getLogger("streams.worker")
 PipelineFactory = Callable[[Settings], Pipeline]
 
 
-def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnricher) -> faust.App:
+class PipelineApp(faust.App):
+    """A Faust app that lets its engine drain before a rebalance or shutdown proceeds."""
+
+    engine: Engine[EventT] | None = None
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        if self.engine is not None:
+            self.engine.begin_drain("rebalance")
+
+    async def on_stop(self) -> None:
+        if self.engine is not None:
+            self.engine.begin_drain("shutdown")
+        await super().on_stop()
+
+
+class FaustPort:
+    """The engine's view of Faust: records, produce, ack, release, pause and resume."""
+
+    def __init__(self, app: faust.App, stream: StreamT[bytes]) -> None:
+        self._app = app
+        self._stream = stream
+
+    def record_of(self, handle: EventT) -> InboundRecord:
+        message = handle.message
+        return InboundRecord(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=int(message.timestamp * 1000),
+            key=message.key,
+            value=message.value,
+            headers=headers_from_kafka(message.headers),
+        )
+
+    def partition_of(self, handle: EventT) -> Hashable:
+        return handle.message.tp
+
+    def is_stale(self, handle: EventT) -> bool:
+        generation = handle.message.generation_id
+        return generation is not None and generation != self._app.consumer_generation_id
+
+    async def send(self, record: OutboundRecord) -> Awaitable[Any]:
+        return await self._app.producer.send(
+            record.topic, record.key, record.value, record.partition, None, record.headers
+        )
+
+    async def ack(self, handle: EventT) -> None:
+        await self._stream.ack(handle)
+
+    def release(self, handle: EventT) -> None:
+        # Never acknowledged, so never committed: Faust delivers it again after the rebalance
+        # or restart. Faust's drain waits for delivered messages until they are acked or gone.
+        self._app.consumer._unacked_messages.discard(handle.message)
+
+    def pause(self, partition: Hashable) -> None:
+        assert isinstance(partition, TP)
+        self._app.consumer.pause_partitions([partition])
+
+    def resume(self, partition: Hashable) -> None:
+        assert isinstance(partition, TP)
+        if partition in self._app.consumer.assignment():
+            self._app.consumer.resume_partitions([partition])
+
+
+def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnricher) -> PipelineApp:
     """Build the worker app for one pipeline."""
-    app = faust.App(
+    app = PipelineApp(
         settings.pipeline,
         broker=";".join(f"kafka://{server}" for server in settings.bootstrap_list),
         datadir=str(settings.data_dir),
@@ -40,60 +110,60 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnri
         producer_max_batch_size=settings.producer_batch_bytes,
         producer_acks=-1,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        stream_wait_empty=True,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         topic_replication_factor=1,
         key_serializer="raw",
         value_serializer="raw",
     )
-    source = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
+    retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
+    source = app.topic(settings.input_topic, *retry.topics, key_serializer="raw", value_serializer="raw")
     serde = AvroSerde(EmbeddedRegistry.load())
 
     async def enrich(stream: StreamT[bytes]) -> None:
         pipeline = pipeline_factory(settings)
         await pipeline.start()
-        processor = BatchProcessor(
-            pipeline,
-            serde,
-            pipeline_name=settings.pipeline,
-            output_topic=settings.output_topic,
-            max_in_flight=settings.max_in_flight,
+        processor = EventProcessor(
+            pipeline, serde, pipeline_name=settings.pipeline, output_topic=settings.output_topic, retry=retry
         )
+        engine: Engine[EventT] = Engine(
+            processor,
+            FaustPort(app, stream),
+            max_in_flight=settings.max_in_flight,
+            max_buffered=settings.max_buffered,
+            drain_deadline=settings.drain_deadline,
+        )
+        await engine.start()
+        app.engine = engine
+        log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s", settings.pipeline,
+                 settings.input_topic, settings.output_topic, retry.topics, dlq_topic(settings.pipeline))
         try:
             async for events in stream.noack_take(settings.batch_size, within=settings.batch_linger):
-                batch: list[EventT] = list(events)  # noack_take yields the events themselves
-                outbound = await processor.run([_inbound(event) for event in batch])
-                await _produce_all(app, outbound)
-                for event in batch:
-                    await stream.ack(event)
+                await engine.submit(events)  # noack_take yields the events themselves
         finally:
+            await engine.wait_settled(settings.drain_deadline)
+            stats = processor.stats
+            log.info("processed %d: enriched %d, retried %d, dead-lettered %d; acked %d, released %d, "
+                     "peak in flight %d", stats.processed, stats.enriched, stats.retried, stats.dead_lettered,
+                     engine.acked, engine.released, engine.peak_in_flight)
+            app.engine = None
+            await engine.stop()
             await pipeline.close()
 
     app.agent(source, name=f"{settings.pipeline}.enrich")(enrich)
     return app
 
 
-def _inbound(event: EventT) -> InboundRecord:
-    message = event.message
-    return InboundRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=int(message.timestamp * 1000),
-        key=message.key,
-        value=message.value,
-        headers=headers_from_kafka(message.headers),
-    )
+async def prepare_topics(settings: Settings) -> None:
+    """Check the input exists; create the retry tiers (as many partitions) and the DLQ."""
+    from streams.kafka.clients import ensure_topics, partition_count
 
-
-async def _produce_all(app: faust.App, records: list[OutboundRecord]) -> None:
-    """Send every record, then wait for the broker to acknowledge all of them."""
-    producer = app.producer
-    pending = [
-        await producer.send(record.topic, record.key, record.value, None, None, record.headers)
-        for record in records
-    ]
-    await asyncio.gather(*pending)
-    dead = sum(1 for record in records if record.failed)
-    if dead:
-        log.warning("dead-lettered %d of %d events in this batch", dead, len(records))
+    partitions = await partition_count(settings.kafka_bootstrap_servers, settings.input_topic)
+    if not partitions:
+        raise RuntimeError(f"input topic {settings.input_topic!r} does not exist on "
+                           f"{settings.kafka_bootstrap_servers}; create it first (streams topics)")
+    retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
+    wanted = {topic: partitions for topic in retry.topics}
+    wanted[dlq_topic(settings.pipeline)] = 1
+    await ensure_topics(settings.kafka_bootstrap_servers, wanted)

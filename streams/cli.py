@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -33,10 +33,14 @@ def worker() -> None:
     """Run a pipeline worker in the consumer group named after the pipeline."""
     import faust
 
-    from streams.app import create_app
+    from streams.app import create_app, prepare_topics
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(prepare_topics(settings))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
@@ -100,6 +104,118 @@ def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def _parse_time(text: str | None) -> int | None:
+    """Epoch milliseconds, or an ISO 8601 time (UTC when it names no zone)."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _selection_options(command: Any) -> Any:
+    for option in reversed([
+        click.option("--kind", type=click.Choice(["transient", "permanent", "poison"]), help="Error kind."),
+        click.option("--class", "error_class", help="Error class, e.g. PermanentError."),
+        click.option("--connector", help="Connector that failed."),
+        click.option("--status", type=int, help="HTTP status of the failed call."),
+        click.option("--since", help="First failure at or after (ISO 8601 or epoch ms)."),
+        click.option("--until", help="First failure before (ISO 8601 or epoch ms)."),
+        click.option("--key", help="Record key (UTF-8)."),
+        click.option("--ref", "refs", multiple=True, help="PARTITION:OFFSET of one dead letter (repeatable)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _selection(kind: str | None, error_class: str | None, connector: str | None, status: int | None,
+               since: str | None, until: str | None, key: str | None, refs: tuple[str, ...]) -> Any:
+    from streams.dlq import DeadLetterFilter
+
+    try:
+        return DeadLetterFilter(kind, error_class, connector, status, _parse_time(since), _parse_time(until), key,
+                                frozenset(refs))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect the pipeline's dead letters and replay them."""
+
+
+@dlq.command("list")
+@_selection_options
+def dlq_list(**criteria: Any) -> None:
+    """One line per matching dead letter: where, which event, why."""
+    from streams.dlq import read_dead_letters
+    from streams.names import Header
+
+    settings = load_settings()
+    letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
+                                            _selection(**criteria)))
+    for letter in letters:
+        failed = letter.header(Header.FIRST_FAILURE_AT)
+        when = datetime.fromtimestamp(int(failed) / 1000, UTC).isoformat(timespec="seconds") if failed else "?"
+        click.echo(f"{letter.ref:>10}  {when}  {letter.header(Header.EVENT_ID)}  "
+                   f"{letter.header(Header.ERROR_KIND)}  {letter.header(Header.ERROR_CLASS)}  "
+                   f"status={letter.header(Header.ERROR_STATUS) or '-'}  "
+                   f"connector={letter.header(Header.ERROR_CONNECTOR) or '-'}  "
+                   f"{letter.header(Header.ERROR_MESSAGE)}")
+    click.echo(f"{len(letters)} dead letters", err=True)
+
+
+@dlq.command("show")
+@click.argument("ref")
+def dlq_show(ref: str) -> None:
+    """Everything about one dead letter (REF is PARTITION:OFFSET): headers and decoded value."""
+    from streams.dlq import DeadLetterFilter, read_dead_letters
+    from streams.serde import AvroSerde, EmbeddedRegistry
+
+    settings = load_settings()
+    letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
+                                            DeadLetterFilter(refs=frozenset([ref]))))
+    if not letters:
+        raise click.ClickException(f"no dead letter at {ref}")
+    letter = letters[0]
+    try:
+        value: Any = AvroSerde(EmbeddedRegistry.load()).decode(letter.value)
+    except ValueError as exc:
+        value = {"undecodable": str(exc), "hex": (letter.value or b"")[:256].hex()}
+    click.echo(json.dumps({"ref": letter.ref, "key": (letter.key or b"").decode("utf-8", "replace"),
+                           "headers": letter.headers, "value": value}, indent=2, default=_json_default))
+
+
+@dlq.command("replay")
+@_selection_options
+@click.option("--to", "target", default=None, help="Topic to replay to (default: the input topic).")
+@click.option("--rate", default=100.0, show_default=True, help="Records per second at most.")
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed; produce nothing.")
+def dlq_replay(target: str | None, rate: float, dry_run: bool, **criteria: Any) -> None:
+    """Produce the matching dead letters again, each at most once across runs."""
+    from streams.dlq import read_dead_letters, replay
+
+    settings = load_settings()
+
+    async def go() -> Any:
+        letters = await read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
+                                          _selection(**criteria))
+        return await replay(settings.kafka_bootstrap_servers, settings.pipeline, letters,
+                            target=target or settings.input_topic, rate=rate, dry_run=dry_run)
+
+    report = asyncio.run(go())
+    verb = "would replay" if dry_run else "replayed"
+    count = len(report.refs) if dry_run else report.replayed
+    click.echo(f"selected {report.selected}, {verb} {count} to {target or settings.input_topic}, "
+               f"skipped {report.skipped} replayed before")
+    if dry_run:
+        for ref in report.refs:
+            click.echo(f"  {ref}")
 
 
 @main.group()

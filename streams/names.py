@@ -15,6 +15,11 @@ def dlq_topic(pipeline: str) -> str:
     return f"{pipeline}.dlq"
 
 
+def replay_ledger_topic(pipeline: str) -> str:
+    """Compacted topic recording which dead letters were replayed, so a replay runs once."""
+    return f"{pipeline}.dlq.replayed"
+
+
 def retry_topic(pipeline: str, delay: str) -> str:
     """A delayed retry tier of a pipeline, e.g. ``orders-enricher.retry.5s``.
 
@@ -44,3 +49,4 @@ class Header:
     ERROR_CONNECTOR = "streams.error.connector"
     ERROR_STATUS = "streams.error.status"
     FIRST_FAILURE_AT = "streams.first-failure-at"
+    REPLAY_OF = "streams.replay-of"  # <dlq topic>:<partition>:<offset> of the replayed dead letter

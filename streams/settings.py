@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     customers_api_url: str = Field(default="http://127.0.0.1:8080", description="Base URL of the customer API.")
     http_timeout: float = Field(default=5.0, gt=0, description="Seconds one API call attempt may take.")
     max_in_flight: int = Field(default=256, ge=1, description="Events processed concurrently per worker.")
+    max_buffered: int = Field(default=5000, ge=1, description="Events queued in a worker, in flight included.")
+    retry_delays: str = Field(default="5s,1m,10m", description="Comma-separated retry tier delays.")
+    drain_deadline: float = Field(default=20.0, gt=0, description="Seconds in-flight events get on rebalance/stop.")
     batch_size: int = Field(default=500, ge=1, description="Most events taken from the stream at once.")
     batch_linger: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")
     producer_linger_ms: int = Field(default=5, ge=0, description="Producer linger, milliseconds.")
@@ -53,6 +56,20 @@ class Settings(BaseSettings):
         if not servers:
             raise ValueError("at least one broker host:port is required")
         return ",".join(servers)
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _delays_parse(cls, value: str) -> str:
+        from streams.engine.retry import parse_delay
+
+        for delay in value.split(","):
+            if delay.strip():
+                parse_delay(delay)
+        return value
+
+    @property
+    def retry_delay_list(self) -> list[str]:
+        return [delay.strip() for delay in self.retry_delays.split(",") if delay.strip()]
 
     @property
     def bootstrap_list(self) -> list[str]:

@@ -1,6 +1,8 @@
-"""The processing engine: batches in, keyed concurrency, routing to output and DLQ."""
+"""The processing engine: keyed concurrency, ordered acknowledgements, retry tiers, routing."""
 
-from streams.engine.processor import BatchProcessor
+from streams.engine.engine import Engine, KafkaPort
+from streams.engine.processor import EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord
+from streams.engine.retry import RetryPolicy
 
-__all__ = ["BatchProcessor", "InboundRecord", "OutboundRecord"]
+__all__ = ["Engine", "EventProcessor", "InboundRecord", "KafkaPort", "OutboundRecord", "RetryPolicy"]

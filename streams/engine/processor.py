@@ -1,63 +1,69 @@
-"""Decode → process → route → encode for a batch of records, keyed lanes running concurrently.
+"""Decode → process → route → encode, for one event. Never raises for a bad event.
 
-Records with the same key run one after another in offset order; different keys run
-concurrently, at most ``max_in_flight`` at a time. The result lists one outbound record per
-inbound record, in input order: the caller produces them and only then acknowledges.
+The outcome is one outbound record: the enriched record for the output topic, or the
+original bytes for a retry tier (transient failure, tiers left) or the DLQ (everything else).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+from connectors.context import current_event_id
 from streams.engine.records import InboundRecord, OutboundRecord
-from streams.engine.routing import event_id_of, route_failure, route_success
-from streams.failures import classify
+from streams.engine.retry import RetryPolicy
+from streams.engine.routing import attempt_of, event_id_of, route_failure, route_retry, route_success
+from streams.failures import FailureKind, classify
 from streams.pipelines.base import Pipeline
 from streams.serde.avro import AvroSerde
 
 
-class BatchProcessor:
-    """Turns inbound records into outbound ones; never raises for a bad event."""
+@dataclass
+class ProcessingStats:
+    """Counts of outcomes since start; the worker logs them and metrics read them."""
 
+    processed: int = 0
+    enriched: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class EventProcessor:
     def __init__(
-        self, pipeline: Pipeline, serde: AvroSerde, *, pipeline_name: str, output_topic: str, max_in_flight: int
+        self, pipeline: Pipeline, serde: AvroSerde, *, pipeline_name: str, output_topic: str, retry: RetryPolicy
     ) -> None:
         self._pipeline = pipeline
         self._serde = serde
         self._name = pipeline_name
         self._output_topic = output_topic
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self.in_flight = 0
-        self.peak_in_flight = 0
+        self._retry = retry
+        self.stats = ProcessingStats()
 
-    async def run(self, records: Sequence[InboundRecord]) -> list[OutboundRecord]:
-        results: list[OutboundRecord | None] = [None] * len(records)
-        lanes: dict[bytes | None, list[int]] = {}
-        for index, record in enumerate(records):
-            lanes.setdefault(record.key, []).append(index)
-
-        async def run_lane(indices: list[int]) -> None:
-            for index in indices:
-                results[index] = await self._one(records[index])
-
-        await asyncio.gather(*(run_lane(indices) for indices in lanes.values()))
-        return [r for r in results if r is not None]
-
-    async def _one(self, record: InboundRecord) -> OutboundRecord:
+    async def process(self, record: InboundRecord) -> OutboundRecord:
+        self.stats.processed += 1
         try:
             event = self._serde.decode(record.value, self._pipeline.input_subject)
         except Exception as exc:  # noqa: BLE001 - every decode failure is poison, routed
-            return route_failure(record, self._name, classify(exc), event_id_of(record, None))
+            return self._failed(record, exc, event_id_of(record, None))
         event_id = event_id_of(record, event)
-        async with self._slots:
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            try:
-                enriched = await self._pipeline.process(event)
-                value = self._serde.encode(self._pipeline.output_subject, enriched)
-            except Exception as exc:  # noqa: BLE001 - classified and routed, never lost
-                return route_failure(record, self._name, classify(exc), event_id)
-            finally:
-                self.in_flight -= 1
+        token = current_event_id.set(event_id)
+        try:
+            enriched = await self._pipeline.process(event)
+            value = self._serde.encode(self._pipeline.output_subject, enriched)
+        except Exception as exc:  # noqa: BLE001 - classified and routed, never lost
+            return self._failed(record, exc, event_id)
+        finally:
+            current_event_id.reset(token)
+        self.stats.enriched += 1
         return route_success(record, self._output_topic, value, event_id)
+
+    def _failed(self, record: InboundRecord, exc: Exception, event_id: str) -> OutboundRecord:
+        failure = classify(exc)
+        self.stats.by_kind[failure.kind.value] = self.stats.by_kind.get(failure.kind.value, 0) + 1
+        if failure.kind is FailureKind.TRANSIENT:
+            tier = self._retry.tier_after(attempt_of(record))
+            if tier is not None:
+                self.stats.retried += 1
+                return route_retry(record, tier, failure, event_id)
+        self.stats.dead_lettered += 1
+        return route_failure(record, self._name, failure, event_id)

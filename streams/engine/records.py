@@ -37,7 +37,9 @@ class OutboundRecord:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     event_id: str
-    failed: bool = False
+    failed: bool = False  # bound for the DLQ
+    retry: bool = False  # bound for a retry tier
+    partition: int | None = None  # None: the producer's partitioner decides by key
 
 
 def headers_from_kafka(raw: object) -> dict[str, bytes]:

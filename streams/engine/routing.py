@@ -9,6 +9,7 @@ from __future__ import annotations
 from time import time
 
 from streams.engine.records import InboundRecord, OutboundRecord
+from streams.engine.retry import RetryTier
 from streams.failures import Failure
 from streams.names import Header, dlq_topic
 
@@ -44,13 +45,39 @@ def _origin(record: InboundRecord) -> tuple[str, list[tuple[str, bytes]]]:
     return f"{topic}:{partition}:{offset}", headers
 
 
-def _common_headers(record: InboundRecord, event_id: str) -> list[tuple[str, bytes]]:
+def attempt_of(record: InboundRecord) -> int:
+    """Which attempt this delivery is: 1 on the input, +1 per retry hop."""
+    attempt = record.header(Header.ATTEMPT)
+    return int(attempt) if attempt and attempt.isdigit() and 0 < int(attempt) < 1000 else 1
+
+
+def _common_headers(record: InboundRecord, event_id: str, attempt: int | None = None) -> list[tuple[str, bytes]]:
     headers = [(name, record.headers[name]) for name in _CARRIED if name in record.headers]
     headers.append((Header.EVENT_ID, event_id.encode()))
-    attempt = record.header(Header.ATTEMPT)
-    headers.append((Header.ATTEMPT, (attempt if attempt and attempt.isdigit() else "1").encode()))
+    headers.append((Header.ATTEMPT, str(attempt if attempt is not None else attempt_of(record)).encode()))
     headers.extend(_origin(record)[1])
     return headers
+
+
+def _error_headers(record: InboundRecord, failure: Failure, now_ms: int) -> list[tuple[str, bytes]]:
+    headers = [
+        (Header.ERROR_KIND, failure.kind.value.encode()),
+        (Header.ERROR_CLASS, failure.error_class.encode()),
+        (Header.ERROR_MESSAGE, failure.message.encode("utf-8", errors="replace")),
+    ]
+    if failure.connector is not None:
+        headers.append((Header.ERROR_CONNECTOR, failure.connector.encode()))
+    if failure.status is not None:
+        headers.append((Header.ERROR_STATUS, str(failure.status).encode()))
+    first = record.header(Header.FIRST_FAILURE_AT)
+    headers.append((Header.FIRST_FAILURE_AT, (first if first else str(now_ms)).encode()))
+    return headers
+
+
+def origin_partition(record: InboundRecord) -> int:
+    """The input partition the event first arrived on; retry hops keep to it."""
+    text = record.header(Header.ORIGIN_PARTITION)
+    return int(text) if text is not None and text.isdigit() else record.partition
 
 
 def route_success(record: InboundRecord, output_topic: str, value: bytes, event_id: str) -> OutboundRecord:
@@ -63,14 +90,21 @@ def route_failure(
 ) -> OutboundRecord:
     """The dead-letter record: original key and value bytes, plus why it failed."""
     now_ms = now_ms if now_ms is not None else int(time() * 1000)
-    headers = _common_headers(record, event_id)
-    headers.append((Header.ERROR_KIND, failure.kind.value.encode()))
-    headers.append((Header.ERROR_CLASS, failure.error_class.encode()))
-    headers.append((Header.ERROR_MESSAGE, failure.message.encode("utf-8", errors="replace")))
-    if failure.connector is not None:
-        headers.append((Header.ERROR_CONNECTOR, failure.connector.encode()))
-    if failure.status is not None:
-        headers.append((Header.ERROR_STATUS, str(failure.status).encode()))
-    first = record.header(Header.FIRST_FAILURE_AT)
-    headers.append((Header.FIRST_FAILURE_AT, (first if first else str(now_ms)).encode()))
+    headers = _common_headers(record, event_id) + _error_headers(record, failure, now_ms)
     return OutboundRecord(dlq_topic(pipeline), record.key, record.value, headers, event_id, failed=True)
+
+
+def route_retry(
+    record: InboundRecord, tier: RetryTier, failure: Failure, event_id: str, now_ms: int | None = None
+) -> OutboundRecord:
+    """The record for a delayed retry tier: original bytes, next attempt number, due time.
+
+    It goes to the same partition number as the event's input partition: the tier topics have
+    as many partitions as the input, so the worker that owns the key also owns its retries.
+    """
+    now_ms = now_ms if now_ms is not None else int(time() * 1000)
+    headers = _common_headers(record, event_id, attempt_of(record) + 1)
+    headers.append((Header.NOT_BEFORE, str(now_ms + int(tier.delay * 1000)).encode()))
+    headers += _error_headers(record, failure, now_ms)
+    return OutboundRecord(tier.topic, record.key, record.value, headers, event_id, retry=True,
+                          partition=origin_partition(record))

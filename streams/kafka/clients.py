@@ -13,13 +13,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 
-async def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+async def ensure_topics(bootstrap: str, partitions: dict[str, int], config: dict[str, str] | None = None) -> None:
     """Create the topics that do not exist yet, and wait until their metadata is visible."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, count, 1) for name, count in partitions.items() if name not in existing]
+        missing = [
+            NewTopic(name, count, 1, topic_configs=config or {})
+            for name, count in partitions.items()
+            if name not in existing
+        ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently elsewhere
                 await admin.create_topics(missing)
@@ -30,6 +34,17 @@ async def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> None:
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+async def partition_count(bootstrap: str, topic: str) -> int:
+    """How many partitions a topic has; 0 when it does not exist."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # fresh metadata for a new topic
+        return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        await consumer.stop()
 
 
 @asynccontextmanager

@@ -1,0 +1,252 @@
+"""The engine: everything between the consumer and the producer, for one worker.
+
+    engine = Engine(processor, port, max_in_flight=256, max_buffered=5000, drain_deadline=20)
+    await engine.start()
+    await engine.submit(events)        # from the agent, batch by batch; waits when full
+
+For each delivered event, in order: track its offset; hold it if it is a retry record that
+is not due (its partition pauses); queue it in its key's lane; a pool worker runs it through
+the ``EventProcessor``; the outbound record is produced; when the broker acknowledges it,
+the partition's completed prefix is acknowledged to Faust, which commits it. A rebalance or
+shutdown drains: queued and held events are given up (delivered again later), in-flight ones
+get ``drain_deadline`` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Hashable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, Protocol, TypeVar
+
+from streams.engine.delays import DelayGate
+from streams.engine.offsets import OffsetTracker, Tracked
+from streams.engine.processor import EventProcessor
+from streams.engine.records import InboundRecord, OutboundRecord
+from streams.engine.routing import origin_partition
+from streams.engine.scheduler import KeyedScheduler
+from streams.names import Header
+
+log = logging.getLogger("streams.engine")
+
+H = TypeVar("H")
+
+
+class KafkaPort(Protocol[H]):
+    """What the engine needs from the Kafka client around it (Faust in the worker)."""
+
+    def record_of(self, handle: H) -> InboundRecord: ...
+
+    def is_stale(self, handle: H) -> bool: ...
+
+    async def send(self, record: OutboundRecord) -> Awaitable[Any]: ...
+
+    async def ack(self, handle: H) -> None: ...
+
+    def release(self, handle: H) -> None: ...
+
+    def pause(self, partition: Hashable) -> None: ...
+
+    def resume(self, partition: Hashable) -> None: ...
+
+    def partition_of(self, handle: H) -> Hashable: ...
+
+
+class EngineStopped(RuntimeError):
+    """A produce failed; the engine stopped acknowledging so nothing is committed past it."""
+
+
+@dataclass(slots=True, eq=False)
+class _Job(Generic[H]):
+    handle: H
+    record: InboundRecord
+    tracked: Tracked[H]
+    generation: int
+
+
+class Engine(Generic[H]):
+    def __init__(
+        self,
+        processor: EventProcessor,
+        port: KafkaPort[H],
+        *,
+        max_in_flight: int,
+        max_buffered: int,
+        drain_deadline: float,
+    ) -> None:
+        self.processor = processor
+        self._port = port
+        self._tracker: OffsetTracker[H] = OffsetTracker()
+        self._scheduler: KeyedScheduler[_Job[H]] = KeyedScheduler(
+            self._run, concurrency=max_in_flight, capacity=max(max_buffered, max_in_flight)
+        )
+        self._gate: DelayGate[_Job[H]] = DelayGate(self._release_held, port.pause, port.resume)
+        self._acks: asyncio.Queue[list[H]] = asyncio.Queue()
+        self._ack_task: asyncio.Task[None] | None = None
+        self._unsettled: set[_Job[H]] = set()
+        self._drain_deadline = drain_deadline
+        self._drain_task: asyncio.Task[None] | None = None
+        self.generation = 0
+        self.error: BaseException | None = None
+        self.acked = 0
+        self.released = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._scheduler.start()
+        if self._ack_task is None:
+            self._ack_task = asyncio.create_task(self._ack_loop(), name="engine-acks")
+
+    async def stop(self) -> None:
+        await self._scheduler.stop()
+        for task in (self._ack_task, self._drain_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ack_task = self._drain_task = None
+
+    @property
+    def in_flight(self) -> int:
+        return self._scheduler.running
+
+    @property
+    def peak_in_flight(self) -> int:
+        return self._scheduler.peak_running
+
+    @property
+    def held(self) -> int:
+        return self._gate.held
+
+    # -- consume ---------------------------------------------------------------------------
+
+    async def submit(self, handles: Iterable[H]) -> None:
+        """Take delivered events in offset order; waits while the buffer is full."""
+        generation = self.generation
+        for handle in handles:
+            self._raise_if_failed()
+            if generation != self.generation or self._port.is_stale(handle):
+                self._port.release(handle)  # a rebalance happened: Faust delivers it again
+                self.released += 1
+                continue
+            record = self._port.record_of(handle)
+            tracked = self._tracker.track(self._port.partition_of(handle), record.offset, handle)
+            job = _Job(handle, record, tracked, generation)
+            self._unsettled.add(job)
+            due = _not_before(record)
+            if due is not None and self._gate.admit(self._port.partition_of(handle), due, job):
+                continue
+            await self._scheduler.submit(_lane(record), job)
+
+    def _release_held(self, job: _Job[H]) -> None:
+        self._scheduler.put(_lane(job.record), job)
+
+    # -- process and produce -------------------------------------------------------------------
+
+    async def _run(self, job: _Job[H]) -> None:
+        if self.error is not None:
+            return
+        outbound = await self.processor.process(job.record)
+        try:
+            delivery = await self._port.send(outbound)
+        except Exception as exc:  # noqa: BLE001 - recorded; the agent raises it
+            self._fail(exc, outbound)
+            return
+        future = asyncio.ensure_future(delivery)
+        future.add_done_callback(partial(self._delivered, job, outbound))
+
+    def _delivered(self, job: _Job[H], outbound: OutboundRecord, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._fail(asyncio.CancelledError("produce cancelled"), outbound)
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._fail(exc, outbound)
+            return
+        self._settle(job, *self._tracker.complete(job.tracked))
+
+    def _fail(self, exc: BaseException, outbound: OutboundRecord) -> None:
+        if self.error is None:
+            log.error("producing to %s failed: %s: %s; stopping acknowledgements so nothing is "
+                      "committed past this event (%s)", outbound.topic, type(exc).__name__, exc, outbound.event_id)
+            self.error = EngineStopped(f"producing to {outbound.topic} failed: {type(exc).__name__}: {exc}")
+
+    def _raise_if_failed(self) -> None:
+        error = self.error or self._scheduler.error
+        if error is not None:
+            raise error
+
+    # -- acknowledge --------------------------------------------------------------------------
+
+    def _settle(self, job: _Job[H] | None, acked: list[H], released: list[H]) -> None:
+        if job is not None:
+            self._unsettled.discard(job)
+        for handle in released:
+            self._port.release(handle)
+        self.released += len(released)
+        if acked and self.error is None:
+            self._acks.put_nowait(acked)
+
+    async def _ack_loop(self) -> None:
+        while True:
+            handles = await self._acks.get()
+            if self.error is not None:
+                continue
+            for handle in handles:
+                await self._port.ack(handle)
+            self.acked += len(handles)
+
+    # -- rebalance and shutdown -----------------------------------------------------------------
+
+    def begin_drain(self, reason: str) -> None:
+        """Stop starting work; give up queued and held events; in-flight ones get the deadline."""
+        self.generation += 1
+        dropped = self._scheduler.drop_queued() + self._gate.drop_all()
+        for job in dropped:
+            self._abandon(job)
+        self._tracker.retire()
+        log.info("draining for %s: gave up %d queued or held events, %d in flight get %.0f s",
+                 reason, len(dropped), self._scheduler.running, self._drain_deadline)
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.get_event_loop().create_task(self._enforce_deadline(self.generation))
+
+    async def _enforce_deadline(self, generation: int) -> None:
+        deadline = asyncio.get_running_loop().time() + self._drain_deadline
+        while asyncio.get_running_loop().time() < deadline:
+            if not any(job.generation < generation for job in self._unsettled):
+                return
+            await asyncio.sleep(0.05)
+        late = [job for job in self._unsettled if job.generation < generation]
+        log.warning("drain deadline passed: giving up %d unfinished events (delivered again later)", len(late))
+        for job in late:
+            self._abandon(job)
+
+    def _abandon(self, job: _Job[H]) -> None:
+        self._settle(job, *self._tracker.abandon(job.tracked))
+
+    async def wait_settled(self, timeout: float) -> bool:
+        """Wait until every tracked event was acknowledged or released."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._unsettled or not self._acks.empty():
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+
+def _lane(record: InboundRecord) -> Hashable:
+    """Events of one key run in order: the key within its input partition (retries included)."""
+    if record.key is None:
+        return (record.topic, record.partition, record.offset)  # no key, no order to keep
+    return (origin_partition(record), record.key)
+
+
+def _not_before(record: InboundRecord) -> float | None:
+    text = record.header(Header.NOT_BEFORE)
+    if text is None or not text.isdigit():
+        return None
+    return int(text) / 1000.0

@@ -1,0 +1,151 @@
+"""The engine's parts on their own: retry policy, offset tracking, keyed scheduler, delay gate."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Hashable
+
+import pytest
+
+from streams.engine.delays import DelayGate
+from streams.engine.offsets import OffsetTracker
+from streams.engine.retry import RetryPolicy, parse_delay
+from streams.engine.scheduler import KeyedScheduler
+
+
+def test_retry_policy_sends_attempt_n_to_tier_n_then_to_the_dlq() -> None:
+    policy = RetryPolicy("orders-enricher", ["5s", "1m", "10m"])
+    assert [policy.tier_after(n).topic for n in (1, 2, 3)] == [  # type: ignore[union-attr]
+        "orders-enricher.retry.5s", "orders-enricher.retry.1m", "orders-enricher.retry.10m"]
+    assert policy.tier_after(4) is None
+    assert parse_delay("500ms") == 0.5 and parse_delay("2h") == 7200
+    with pytest.raises(ValueError, match="must not decrease"):
+        RetryPolicy("p", ["1m", "5s"])
+
+
+def test_only_the_completed_prefix_is_acknowledged_in_offset_order() -> None:
+    tracker: OffsetTracker[int] = OffsetTracker()
+    entries = [tracker.track("p0", offset, offset) for offset in range(5)]
+    assert tracker.complete(entries[2]) == ([], [])
+    assert tracker.complete(entries[1]) == ([], [])
+    assert tracker.complete(entries[0]) == ([0, 1, 2], [])
+    assert tracker.complete(entries[4]) == ([], [])
+    assert tracker.complete(entries[3]) == ([3, 4], [])
+    assert tracker.pending == 0
+
+
+def test_nothing_at_or_after_an_abandoned_event_is_acknowledged() -> None:
+    tracker: OffsetTracker[int] = OffsetTracker()
+    entries = [tracker.track("p0", offset, offset) for offset in range(4)]
+    tracker.complete(entries[3])
+    assert tracker.complete(entries[0]) == ([0], [])
+    assert tracker.abandon(entries[1]) == ([], [1])
+    assert tracker.complete(entries[2]) == ([], [2, 3])
+
+
+def test_partitions_are_tracked_independently() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    a = tracker.track("p0", 0, "a0")
+    b = tracker.track("p1", 0, "b0")
+    assert tracker.complete(b) == (["b0"], [])
+    assert tracker.complete(a) == (["a0"], [])
+
+
+async def test_lanes_keep_submission_order_and_concurrency_stays_bounded() -> None:
+    seen: dict[str, list[int]] = {}
+    active = 0
+    peak = 0
+
+    async def handle(item: tuple[str, int]) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        seen.setdefault(item[0], []).append(item[1])
+        await asyncio.sleep(random.uniform(0, 0.003))
+        active -= 1
+
+    scheduler: KeyedScheduler[tuple[str, int]] = KeyedScheduler(handle, concurrency=16, capacity=64)
+    scheduler.start()
+    items = [(f"k{random.randrange(40)}", n) for n in range(2000)]
+    for item in items:
+        await scheduler.submit(item[0], item)
+    assert await scheduler.wait_idle(10)
+    await scheduler.stop()
+
+    expected: dict[str, list[int]] = {}
+    for key, n in items:
+        expected.setdefault(key, []).append(n)
+    assert seen == expected
+    assert 8 < peak <= 16
+    assert scheduler.peak_running <= 16
+
+
+async def test_submit_waits_while_the_buffer_is_full() -> None:
+    release = asyncio.Event()
+
+    async def handle(_: int) -> None:
+        await release.wait()
+
+    scheduler: KeyedScheduler[int] = KeyedScheduler(handle, concurrency=2, capacity=4)
+    scheduler.start()
+    for n in range(4):
+        await scheduler.submit(n, n)
+    blocked = asyncio.create_task(scheduler.submit(99, 99))
+    await asyncio.sleep(0.05)
+    assert not blocked.done() and scheduler.size == 4
+    release.set()
+    await asyncio.wait_for(blocked, 5)
+    assert await scheduler.wait_idle(5)
+    await scheduler.stop()
+
+
+async def test_dropping_queued_items_leaves_running_ones_alone() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(item: int) -> None:
+        handled.append(item)
+        started.set()
+        await release.wait()
+
+    scheduler: KeyedScheduler[int] = KeyedScheduler(handle, concurrency=1, capacity=10)
+    scheduler.start()
+    for n in range(5):
+        await scheduler.submit("same-key", n)
+    await started.wait()
+    assert sorted(scheduler.drop_queued()) == [1, 2, 3, 4]
+    release.set()
+    assert await scheduler.wait_idle(5)
+    await scheduler.stop()
+    assert handled == [0]
+
+
+async def test_delay_gate_pauses_until_the_head_is_due_and_keeps_order() -> None:
+    released: list[str] = []
+    paused: list[Hashable] = []
+    resumed: list[Hashable] = []
+    gate: DelayGate[str] = DelayGate(released.append, paused.append, resumed.append)
+    now = time.time()
+    assert gate.admit("p0", now - 1, "already-due") is False
+    assert gate.admit("p0", now + 0.2, "a") is True
+    assert gate.admit("p0", now - 1, "b-behind-a") is True  # due, but waits behind the head
+    assert gate.admit("p1", now + 0.05, "c") is True
+    assert paused == ["p0", "p1"]
+    deadline = time.monotonic() + 5
+    while len(released) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert released == ["c", "a", "b-behind-a"]
+    assert resumed == ["p1", "p0"]
+    assert gate.held == 0
+
+
+async def test_delay_gate_drop_forgets_everything_held() -> None:
+    released: list[str] = []
+    gate: DelayGate[str] = DelayGate(released.append, lambda _: None, lambda _: None)
+    gate.admit("p0", time.time() + 0.05, "a")
+    assert gate.drop_all() == ["a"]
+    await asyncio.sleep(0.1)
+    assert released == []
