@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     batch_linger: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")
     producer_linger_ms: int = Field(default=5, ge=0, description="Producer linger, milliseconds.")
     producer_batch_bytes: int = Field(default=256 * 1024, ge=1024, description="Producer batch size, bytes.")
+    session_timeout: float = Field(default=10.0, gt=0, description="Seconds before a silent worker leaves the group.")
     commit_interval: float = Field(default=1.0, gt=0, description="Seconds between offset commits.")
     web_enabled: bool = Field(default=False, description="Serve the worker's web endpoints.")
     web_port: int = Field(default=6066, ge=0, le=65535)

@@ -51,8 +51,8 @@ def kafka_bootstrap() -> Iterator[str]:
 class SandboxThread:
     """The sandbox API on its own event loop in a thread, so blocking test code cannot stall it."""
 
-    def __init__(self) -> None:
-        self.server = SandboxServer()
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.server = SandboxServer(latency_ms=latency_ms)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sandbox", daemon=True)
 
@@ -74,6 +74,13 @@ class SandboxThread:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[SandboxThread]:
     with SandboxThread() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def slow_sandbox() -> Iterator[SandboxThread]:
+    """The sandbox answering after 5 ms, so that a worker has events in flight."""
+    with SandboxThread(latency_ms=5.0) as running:
         yield running
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,3 +114,70 @@ async def group_assignment(bootstrap: str, group: str) -> dict[str, set[tuple[st
                     (tp.topic, tp.partition) for tp in (assignment.partitions() if assignment else [])
                 }
     return members
+
+
+class TopicCollector:
+    """Consumes topics from the beginning in the background, for tests to watch progress.
+
+        async with TopicCollector(bootstrap, [output, dlq]) as seen:
+            await seen.wait_until(lambda records: len(records) >= 100, deadline=60)
+    """
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TopicCollector:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(t, p) for t in self.topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        async def run() -> None:
+            try:
+                while True:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                    for records in batch.values():
+                        self.records.extend(records)
+            finally:
+                await consumer.stop()
+
+        self._task = asyncio.create_task(run())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def on(self, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+        return [r for r in self.records if r.topic == topic]
+
+    def event_ids(self, *topics: str) -> list[str]:
+        wanted = set(topics or self.topics)
+        return [headers_of(r)["event-id"] for r in self.records if r.topic in wanted]
+
+    async def wait_until(self, condition: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+                         deadline: float, what: str) -> None:
+        await wait_for(lambda: condition(self.records), deadline, what)
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic``."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
