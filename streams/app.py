@@ -17,11 +17,12 @@ from typing import Any
 import faust
 from faust.types import TP, EventT, StreamT
 
+from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.engine import Engine
 from streams.engine.processor import EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord, headers_from_kafka
 from streams.engine.retry import RetryPolicy
-from streams.names import dlq_topic
+from streams.names import dlq_topic, processed_topic
 from streams.pipelines.base import Pipeline
 from streams.pipelines.orders import OrderEnricher
 from streams.serde.avro import AvroSerde
@@ -126,8 +127,11 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnri
     async def enrich(stream: StreamT[bytes]) -> None:
         pipeline = pipeline_factory(settings)
         await pipeline.start()
+        processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(settings.pipeline),
+                                 mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids)
         processor = EventProcessor(
-            pipeline, serde, pipeline_name=settings.pipeline, output_topic=settings.output_topic, retry=retry
+            pipeline, serde, pipeline_name=settings.pipeline, output_topic=settings.output_topic, retry=retry,
+            processed_ids=processed, strict_key_order=settings.strict_key_order,
         )
         engine: Engine[EventT] = Engine(
             processor,
@@ -135,6 +139,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnri
             max_in_flight=settings.max_in_flight,
             max_buffered=settings.max_buffered,
             drain_deadline=settings.drain_deadline,
+            processed_ids=processed,
         )
         await engine.start()
         app.engine = engine
@@ -146,8 +151,9 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnri
         finally:
             await engine.wait_settled(settings.drain_deadline)
             stats = processor.stats
-            log.info("processed %d: enriched %d, retried %d, dead-lettered %d; acked %d, released %d, "
-                     "peak in flight %d", stats.processed, stats.enriched, stats.retried, stats.dead_lettered,
+            log.info("processed %d: enriched %d, retried %d, dead-lettered %d, parked %d, duplicates %d "
+                     "(dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
+                     stats.retried, stats.dead_lettered, stats.parked, stats.duplicates, stats.dropped_duplicates,
                      engine.acked, engine.released, engine.peak_in_flight)
             app.engine = None
             await engine.stop()
@@ -169,3 +175,7 @@ async def prepare_topics(settings: Settings) -> None:
     wanted = {topic: partitions for topic in retry.topics}
     wanted[dlq_topic(settings.pipeline)] = 1
     await ensure_topics(settings.kafka_bootstrap_servers, wanted)
+    if settings.dedupe != "off":
+        retention_ms = str(int(settings.dedupe_retention_hours * 3600 * 1000))
+        await ensure_topics(settings.kafka_bootstrap_servers, {processed_topic(settings.pipeline): partitions},
+                            config={"cleanup.policy": "delete", "retention.ms": retention_ms})

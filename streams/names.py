@@ -15,6 +15,11 @@ def dlq_topic(pipeline: str) -> str:
     return f"{pipeline}.dlq"
 
 
+def processed_topic(pipeline: str) -> str:
+    """Event ids the pipeline enriched, partitioned like the input; detects duplicates."""
+    return f"{pipeline}.processed"
+
+
 def replay_ledger_topic(pipeline: str) -> str:
     """Compacted topic recording which dead letters were replayed, so a replay runs once."""
     return f"{pipeline}.dlq.replayed"
@@ -49,4 +54,5 @@ class Header:
     ERROR_CONNECTOR = "streams.error.connector"
     ERROR_STATUS = "streams.error.status"
     FIRST_FAILURE_AT = "streams.first-failure-at"
+    PARKED_BEHIND = "streams.parked-behind"  # event id a strictly ordered event waits behind
     REPLAY_OF = "streams.replay-of"  # <dlq topic>:<partition>:<offset> of the replayed dead letter

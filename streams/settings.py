@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=256, ge=1, description="Events processed concurrently per worker.")
     max_buffered: int = Field(default=5000, ge=1, description="Events queued in a worker, in flight included.")
     retry_delays: str = Field(default="5s,1m,10m", description="Comma-separated retry tier delays.")
+    strict_key_order: bool = Field(default=False, description="Later events of a key wait behind its retries.")
+    dedupe: str = Field(default="count", pattern="^(off|count|drop)$",
+                        description="Processed event ids: off, count duplicates, or drop them.")
+    dedupe_max_ids: int = Field(default=200_000, ge=1000, description="Event ids remembered per partition.")
+    dedupe_retention_hours: float = Field(default=168.0, gt=0, description="How long processed ids are kept.")
     drain_deadline: float = Field(default=20.0, gt=0, description="Seconds in-flight events get on rebalance/stop.")
     batch_size: int = Field(default=500, ge=1, description="Most events taken from the stream at once.")
     batch_linger: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")

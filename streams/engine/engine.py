@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
+from streams.engine.dedupe import ProcessedIds
 from streams.engine.delays import DelayGate
 from streams.engine.offsets import OffsetTracker, Tracked
 from streams.engine.processor import EventProcessor
@@ -76,8 +77,10 @@ class Engine(Generic[H]):
         max_in_flight: int,
         max_buffered: int,
         drain_deadline: float,
+        processed_ids: ProcessedIds | None = None,
     ) -> None:
         self.processor = processor
+        self._processed = processed_ids if processed_ids is not None and processed_ids.enabled else None
         self._port = port
         self._tracker: OffsetTracker[H] = OffsetTracker()
         self._scheduler: KeyedScheduler[_Job[H]] = KeyedScheduler(
@@ -134,6 +137,8 @@ class Engine(Generic[H]):
                 self.released += 1
                 continue
             record = self._port.record_of(handle)
+            if self._processed is not None:
+                await self._processed.ensure_loaded(origin_partition(record))
             tracked = self._tracker.track(self._port.partition_of(handle), record.offset, handle)
             job = _Job(handle, record, tracked, generation)
             self._unsettled.add(job)
@@ -151,6 +156,9 @@ class Engine(Generic[H]):
         if self.error is not None:
             return
         outbound = await self.processor.process(job.record)
+        if outbound is None:  # a duplicate, dropped
+            self._settle(job, *self._tracker.complete(job.tracked))
+            return
         try:
             delivery = await self._port.send(outbound)
         except Exception as exc:  # noqa: BLE001 - recorded; the agent raises it
@@ -168,6 +176,18 @@ class Engine(Generic[H]):
             self._fail(exc, outbound)
             return
         self._settle(job, *self._tracker.complete(job.tracked))
+        if self._processed is not None and not (outbound.failed or outbound.retry):
+            self._record_processed(job.record, outbound)
+
+    def _record_processed(self, record: InboundRecord, outbound: OutboundRecord) -> None:
+        """Remember the event id, locally and in the processed-ids topic (best effort)."""
+        assert self._processed is not None
+        partition = origin_partition(record)
+        self._processed.remember(partition, outbound.event_id)
+        marker = OutboundRecord(self._processed.topic, outbound.event_id.encode(), outbound.topic.encode(), [],
+                                outbound.event_id, partition=partition)
+        task = asyncio.ensure_future(self._port.send(marker))
+        task.add_done_callback(_log_marker_failure)
 
     def _fail(self, exc: BaseException, outbound: OutboundRecord) -> None:
         if self.error is None:
@@ -205,6 +225,9 @@ class Engine(Generic[H]):
     def begin_drain(self, reason: str) -> None:
         """Stop starting work; give up queued and held events; in-flight ones get the deadline."""
         self.generation += 1
+        self.processor.forget_parking()
+        if self._processed is not None:
+            self._processed.forget_loaded()
         dropped = self._scheduler.drop_queued() + self._gate.drop_all()
         for job in dropped:
             self._abandon(job)
@@ -236,6 +259,11 @@ class Engine(Generic[H]):
                 return False
             await asyncio.sleep(0.02)
         return True
+
+
+def _log_marker_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not record a processed event id: %s", task.exception())
 
 
 def _lane(record: InboundRecord) -> Hashable:

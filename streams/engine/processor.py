@@ -1,17 +1,31 @@
 """Decode → process → route → encode, for one event. Never raises for a bad event.
 
 The outcome is one outbound record: the enriched record for the output topic, or the
-original bytes for a retry tier (transient failure, tiers left) or the DLQ (everything else).
+original bytes for a retry tier (transient failure, tiers left) or the DLQ (everything else);
+or None for a duplicate that is dropped. Events of one key never run concurrently (the
+scheduler's lanes), which the strict-order parking relies on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from connectors.context import current_event_id
+from streams.engine.dedupe import DedupeMode, ProcessedIds
+from streams.engine.parking import KeyParking
 from streams.engine.records import InboundRecord, OutboundRecord
 from streams.engine.retry import RetryPolicy
-from streams.engine.routing import attempt_of, event_id_of, route_failure, route_retry, route_success
+from streams.engine.routing import (
+    attempt_of,
+    event_id_of,
+    origin_offset,
+    origin_partition,
+    route_failure,
+    route_parked,
+    route_retry,
+    route_success,
+)
 from streams.failures import FailureKind, classify
 from streams.pipelines.base import Pipeline
 from streams.serde.avro import AvroSerde
@@ -25,27 +39,48 @@ class ProcessingStats:
     enriched: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    parked: int = 0
+    duplicates: int = 0
+    dropped_duplicates: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class EventProcessor:
     def __init__(
-        self, pipeline: Pipeline, serde: AvroSerde, *, pipeline_name: str, output_topic: str, retry: RetryPolicy
+        self,
+        pipeline: Pipeline,
+        serde: AvroSerde,
+        *,
+        pipeline_name: str,
+        output_topic: str,
+        retry: RetryPolicy,
+        processed_ids: ProcessedIds | None = None,
+        strict_key_order: bool = False,
     ) -> None:
         self._pipeline = pipeline
         self._serde = serde
         self._name = pipeline_name
         self._output_topic = output_topic
         self._retry = retry
+        self._processed = processed_ids
+        self._parking = KeyParking() if strict_key_order else None
         self.stats = ProcessingStats()
 
-    async def process(self, record: InboundRecord) -> OutboundRecord:
+    async def process(self, record: InboundRecord) -> OutboundRecord | None:
         self.stats.processed += 1
         try:
             event = self._serde.decode(record.value, self._pipeline.input_subject)
         except Exception as exc:  # noqa: BLE001 - every decode failure is poison, routed
             return self._failed(record, exc, event_id_of(record, None))
         event_id = event_id_of(record, event)
+        if self._processed is not None and self._processed.seen(origin_partition(record), event_id):
+            self.stats.duplicates += 1
+            if self._processed.mode is DedupeMode.DROP:
+                self.stats.dropped_duplicates += 1
+                return None
+        parked = self._park_if_behind(record, event_id)
+        if parked is not None:
+            return parked
         token = current_event_id.set(event_id)
         try:
             enriched = await self._pipeline.process(event)
@@ -55,15 +90,45 @@ class EventProcessor:
         finally:
             current_event_id.reset(token)
         self.stats.enriched += 1
+        self._settle(record)
         return route_success(record, self._output_topic, value, event_id)
+
+    def forget_parking(self) -> None:
+        """A rebalance or restart: the in-memory order of parked keys is gone (see parking.py)."""
+        if self._parking is not None:
+            self._parking.forget()
 
     def _failed(self, record: InboundRecord, exc: Exception, event_id: str) -> OutboundRecord:
         failure = classify(exc)
         self.stats.by_kind[failure.kind.value] = self.stats.by_kind.get(failure.kind.value, 0) + 1
         if failure.kind is FailureKind.TRANSIENT:
-            tier = self._retry.tier_after(attempt_of(record))
+            attempt = attempt_of(record)
+            tier = self._retry.tier_after(attempt)
             if tier is not None:
                 self.stats.retried += 1
+                if self._parking is not None and record.key is not None:
+                    self._parking.park(_key(record), origin_offset(record), event_id, attempt - 1)
                 return route_retry(record, tier, failure, event_id)
         self.stats.dead_lettered += 1
+        self._settle(record)
         return route_failure(record, self._name, failure, event_id)
+
+    def _park_if_behind(self, record: InboundRecord, event_id: str) -> OutboundRecord | None:
+        if self._parking is None or record.key is None:
+            return None
+        key = _key(record)
+        blocker = self._parking.blocker(key, origin_offset(record))
+        if blocker is None:
+            return None
+        tier = self._retry.tiers[blocker.tier]
+        self._parking.park(key, origin_offset(record), event_id, blocker.tier)
+        self.stats.parked += 1
+        return route_parked(record, tier, blocker.event_id, event_id)
+
+    def _settle(self, record: InboundRecord) -> None:
+        if self._parking is not None and record.key is not None:
+            self._parking.settle(_key(record), origin_offset(record))
+
+
+def _key(record: InboundRecord) -> Hashable:
+    return (origin_partition(record), record.key)

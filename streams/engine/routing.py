@@ -94,6 +94,22 @@ def route_failure(
     return OutboundRecord(dlq_topic(pipeline), record.key, record.value, headers, event_id, failed=True)
 
 
+def route_parked(record: InboundRecord, tier: RetryTier, behind: str, event_id: str,
+                 now_ms: int | None = None) -> OutboundRecord:
+    """Park an event behind an earlier one of its key in a retry tier; it has not failed."""
+    now_ms = now_ms if now_ms is not None else int(time() * 1000)
+    headers = _common_headers(record, event_id)
+    headers.append((Header.NOT_BEFORE, str(now_ms + int(tier.delay * 1000)).encode()))
+    headers.append((Header.PARKED_BEHIND, behind.encode()))
+    return OutboundRecord(tier.topic, record.key, record.value, headers, event_id, retry=True,
+                          partition=origin_partition(record))
+
+
+def origin_offset(record: InboundRecord) -> int:
+    text = record.header(Header.ORIGIN_OFFSET)
+    return int(text) if text is not None and text.isdigit() else record.offset
+
+
 def route_retry(
     record: InboundRecord, tier: RetryTier, failure: Failure, event_id: str, now_ms: int | None = None
 ) -> OutboundRecord:

@@ -1,0 +1,99 @@
+"""Processed event ids: detect events that were already enriched, and optionally drop them.
+
+At-least-once delivery means a crash or rebalance re-delivers events processed since the last
+commit. Each enriched event's id is appended to ``<pipeline>.processed`` (a topic with the
+input's partition count, partition = the event's input partition, time-based retention);
+when a worker starts on a partition it loads that partition's ids, newest ``max_ids`` kept.
+An event whose id is known is counted as a duplicate and, in ``drop`` mode, acknowledged
+without calling the APIs or producing again.
+
+The id is written after the output is acknowledged, not atomically with it: a crash between
+the two lets one duplicate through undetected. Kafka transactions would close that window at
+a throughput cost; this is the cheap, bounded-memory detector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger("streams.dedupe")
+
+
+class DedupeMode(enum.StrEnum):
+    OFF = "off"
+    COUNT = "count"  # detect and count, still process (at-least-once output)
+    DROP = "drop"  # detect, count and skip
+
+
+class ProcessedIds:
+    def __init__(self, bootstrap: str, topic: str, *, mode: DedupeMode, max_ids: int = 200_000) -> None:
+        self.topic = topic
+        self.mode = mode
+        self._bootstrap = bootstrap
+        self._max_ids = max_ids
+        self._ids: dict[int, OrderedDict[str, None]] = {}
+        self._loading: dict[int, asyncio.Task[None]] = {}
+        self.duplicates = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode is not DedupeMode.OFF
+
+    async def ensure_loaded(self, partition: int) -> None:
+        """Load a partition's recorded ids once; concurrent callers share one load."""
+        if partition in self._ids:
+            return
+        task = self._loading.get(partition)
+        if task is None:
+            task = self._loading[partition] = asyncio.create_task(self._load(partition))
+        await task
+
+    def seen(self, partition: int, event_id: str) -> bool:
+        """True if this event was enriched before; counts it."""
+        ids = self._ids.get(partition)
+        if ids is None or event_id not in ids:
+            return False
+        self.duplicates += 1
+        return True
+
+    def remember(self, partition: int, event_id: str) -> None:
+        ids = self._ids.setdefault(partition, OrderedDict())
+        ids[event_id] = None
+        if len(ids) > self._max_ids:
+            ids.popitem(last=False)
+
+    def forget_loaded(self) -> None:
+        """After a rebalance, partitions are loaded again from the topic when next seen."""
+        self._ids.clear()
+        self._loading.clear()
+
+    async def _load(self, partition: int) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        ids: OrderedDict[str, None] = OrderedDict()
+        try:
+            tp = TopicPartition(self.topic, partition)
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            position = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, position)
+            while position < end:
+                batch: Any = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+                for record in batch.get(tp, []):
+                    if record.key is not None:
+                        ids[record.key.decode("utf-8", "replace")] = None
+                        if len(ids) > self._max_ids:
+                            ids.popitem(last=False)
+                position = await consumer.position(tp)
+        finally:
+            await consumer.stop()
+        ids.update(self._ids.get(partition, {}))
+        self._ids[partition] = ids
+        log.info("loaded %d processed event ids of %s[%d]", len(ids), self.topic, partition)
