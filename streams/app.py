@@ -10,12 +10,14 @@ completed prefix once the broker has the outbound records.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT, StreamT
+from mode.supervisors import CrashingSupervisor
 
 from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.engine import Engine
@@ -70,7 +72,8 @@ class FaustPort:
         )
 
     def partition_of(self, handle: EventT) -> Hashable:
-        return handle.message.tp
+        message = handle.message
+        return TP(message.topic, message.partition)  # Faust's own type: pause/resume insist on it
 
     def is_stale(self, handle: EventT) -> bool:
         generation = handle.message.generation_id
@@ -90,13 +93,28 @@ class FaustPort:
         self._app.consumer._unacked_messages.discard(handle.message)
 
     def pause(self, partition: Hashable) -> None:
-        assert isinstance(partition, TP)
-        self._app.consumer.pause_partitions([partition])
+        self._app.consumer.pause_partitions([cast(TP, partition)])  # made by partition_of
 
     def resume(self, partition: Hashable) -> None:
-        assert isinstance(partition, TP)
-        if partition in self._app.consumer.assignment():
-            self._app.consumer.resume_partitions([partition])
+        task = asyncio.ensure_future(self._seek_and_resume(cast(TP, partition)))
+        task.add_done_callback(_log_resume_failure)
+
+    async def _seek_and_resume(self, tp: TP) -> None:
+        # Faust's fetch loop silently skips records of a partition paused while it iterates a
+        # fetched batch, and later treats the skipped offsets as a gap it may commit past. So
+        # resume from the record after the last one Faust handed to the stream.
+        consumer = self._app.consumer
+        if tp not in consumer.assignment():
+            return
+        last = consumer._read_offset.get(tp)
+        if last is not None:
+            await consumer.seek(tp, last + 1)
+        consumer.resume_partitions([tp])
+
+
+def _log_resume_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("could not resume a retry partition: %r", task.exception())
 
 
 def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnricher) -> PipelineApp:
@@ -145,21 +163,26 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnri
         app.engine = engine
         log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s", settings.pipeline,
                  settings.input_topic, settings.output_topic, retry.topics, dlq_topic(settings.pipeline))
+        crashed = False
         try:
             async for events in stream.noack_take(settings.batch_size, within=settings.batch_linger):
                 await engine.submit(events)  # noack_take yields the events themselves
+        except BaseException:
+            crashed = True  # the worker stops (CrashingSupervisor); uncommitted events come again
+            raise
         finally:
-            await engine.wait_settled(settings.drain_deadline)
+            await engine.close(settle_timeout=0 if crashed else settings.drain_deadline)
             stats = processor.stats
             log.info("processed %d: enriched %d, retried %d, dead-lettered %d, parked %d, duplicates %d "
                      "(dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
                      stats.retried, stats.dead_lettered, stats.parked, stats.duplicates, stats.dropped_duplicates,
                      engine.acked, engine.released, engine.peak_in_flight)
             app.engine = None
-            await engine.stop()
             await pipeline.close()
 
-    app.agent(source, name=f"{settings.pipeline}.enrich")(enrich)
+    # An unexpected error in the agent stops the worker instead of restarting the agent in
+    # place: a restarted agent would never see again the events the old one held.
+    app.agent(source, name=f"{settings.pipeline}.enrich", supervisor_strategy=CrashingSupervisor)(enrich)
     return app
 
 

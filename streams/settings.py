@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     output_topic: str = Field(default="orders.enriched", description="Topic enriched records go to.")
     customers_api_url: str = Field(default="http://127.0.0.1:8080", description="Base URL of the customer API.")
     http_timeout: float = Field(default=5.0, gt=0, description="Seconds one API call attempt may take.")
+    http_max_attempts: int = Field(default=3, ge=1, le=10, description="In-call attempts per API call.")
     max_in_flight: int = Field(default=256, ge=1, description="Events processed concurrently per worker.")
     max_buffered: int = Field(default=5000, ge=1, description="Events queued in a worker, in flight included.")
     retry_delays: str = Field(default="5s,1m,10m", description="Comma-separated retry tier delays.")

@@ -85,6 +85,13 @@ def slow_sandbox() -> Iterator[SandboxThread]:
 
 
 @pytest.fixture
+def fault_sandbox() -> Iterator[SandboxThread]:
+    """A sandbox of this test's own, whose faults the test sets through the admin endpoint."""
+    with SandboxThread() as running:
+        yield running
+
+
+@pytest.fixture
 def unique() -> str:
     """A short id that makes topic and group names unique to one test."""
     return uuid.uuid4().hex[:10]

@@ -251,11 +251,21 @@ class Engine(Generic[H]):
     def _abandon(self, job: _Job[H]) -> None:
         self._settle(job, *self._tracker.abandon(job.tracked))
 
+    async def close(self, settle_timeout: float) -> None:
+        """Let tracked events settle for up to ``settle_timeout`` s, release the rest, stop."""
+        if not await self.wait_settled(settle_timeout):
+            log.warning("closing with %d events unsettled: released, they are delivered again",
+                        len(self._unsettled))
+        self.generation += 1
+        for job in self._scheduler.drop_queued() + self._gate.drop_all() + list(self._unsettled):
+            self._abandon(job)
+        await self.stop()
+
     async def wait_settled(self, timeout: float) -> bool:
         """Wait until every tracked event was acknowledged or released."""
         deadline = asyncio.get_running_loop().time() + timeout
         while self._unsettled or not self._acks.empty():
-            if asyncio.get_running_loop().time() > deadline:
+            if asyncio.get_running_loop().time() >= deadline:
                 return False
             await asyncio.sleep(0.02)
         return True

@@ -27,6 +27,7 @@ class OrderEnricher:
                 total_timeout=settings.http_timeout,
                 read_timeout=settings.http_timeout,
                 max_connections=settings.max_in_flight,
+                max_attempts=settings.http_max_attempts,
             )
         )
 

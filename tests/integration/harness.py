@@ -181,3 +181,16 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+async def set_faults(api_url: str, endpoint: str, spec: dict[str, Any] | None) -> None:
+    """Set (or with None clear) the sandbox's fault injection for one endpoint, as an operator would."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        if spec is None:
+            async with session.delete(f"{api_url}/admin/faults/{endpoint}") as response:
+                assert response.status < 300, await response.text()
+        else:
+            async with session.put(f"{api_url}/admin/faults/{endpoint}", json=spec) as response:
+                assert response.status < 300, await response.text()
