@@ -11,6 +11,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/streams schemas check
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -32,4 +33,5 @@ $(STAMP): pyproject.toml
 
 clean:
 	-bash scripts/kafka.sh stop
+	-bash scripts/apicurio.sh stop
 	rm -rf $(VENV) .local

@@ -28,7 +28,7 @@ from streams.names import dlq_topic, processed_topic
 from streams.pipelines.base import Pipeline
 from streams.pipelines.orders import OrderEnricher
 from streams.serde.avro import AvroSerde
-from streams.serde.registry import EmbeddedRegistry
+from streams.serde.factory import registry_from_url
 from streams.settings import Settings
 
 log = logging.getLogger("streams.worker")
@@ -140,7 +140,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnri
     )
     retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
     source = app.topic(settings.input_topic, *retry.topics, key_serializer="raw", value_serializer="raw")
-    serde = AvroSerde(EmbeddedRegistry.load())
+    serde = AvroSerde(registry_from_url(settings.schema_registry_url))
 
     async def enrich(stream: StreamT[bytes]) -> None:
         pipeline = pipeline_factory(settings)

@@ -23,6 +23,14 @@ def load_settings() -> Settings:
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
 
 
+def serde_for(settings: Settings) -> Any:
+    """The Avro serde over the registry the settings name (embedded schemas/ by default)."""
+    from streams.serde import AvroSerde
+    from streams.serde.factory import registry_from_url
+
+    return AvroSerde(registry_from_url(settings.schema_registry_url))
+
+
 @click.group()
 def main() -> None:
     """Streaming enrichment pipelines on Apache Kafka."""
@@ -63,9 +71,8 @@ def produce(count: int, topic: str | None, seed: int, path: Any) -> None:
 
 async def _produce(settings: Settings, topic: str, subject: str, records: list[dict[str, Any]]) -> int:
     from streams.kafka.clients import producer
-    from streams.serde import AvroSerde, EmbeddedRegistry
 
-    serde = AvroSerde(EmbeddedRegistry.load())
+    serde = serde_for(settings)
     async with producer(settings.kafka_bootstrap_servers) as client:
         futures = [
             await client.send(topic, serde.encode(subject, r), key=str(r["customer_id"]).encode()) for r in records
@@ -81,14 +88,13 @@ async def _produce(settings: Settings, topic: str, subject: str, records: list[d
 def consume(topic: str | None, limit: int | None, idle: float) -> None:
     """Decode an Avro topic from the beginning and print one JSON object a line."""
     from streams.kafka.clients import read_records
-    from streams.serde import AvroSerde, EmbeddedRegistry
     from streams.serde.avro import AvroDecodeError
     from streams.serde.registry import UnknownSchemaError
     from streams.serde.wire import WireFormatError
 
     settings = load_settings()
     name = topic or settings.output_topic
-    serde = AvroSerde(EmbeddedRegistry.load())
+    serde = serde_for(settings)
     records = asyncio.run(read_records(settings.kafka_bootstrap_servers, [name], until=limit, idle_timeout=idle))
     for record in records[:limit]:
         headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
@@ -175,7 +181,6 @@ def dlq_list(**criteria: Any) -> None:
 def dlq_show(ref: str) -> None:
     """Everything about one dead letter (REF is PARTITION:OFFSET): headers and decoded value."""
     from streams.dlq import DeadLetterFilter, read_dead_letters
-    from streams.serde import AvroSerde, EmbeddedRegistry
 
     settings = load_settings()
     letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
@@ -184,8 +189,8 @@ def dlq_show(ref: str) -> None:
         raise click.ClickException(f"no dead letter at {ref}")
     letter = letters[0]
     try:
-        value: Any = AvroSerde(EmbeddedRegistry.load()).decode(letter.value)
-    except ValueError as exc:
+        value: Any = serde_for(settings).decode(letter.value)
+    except (ValueError, LookupError) as exc:
         value = {"undecodable": str(exc), "hex": (letter.value or b"")[:256].hex()}
     click.echo(json.dumps({"ref": letter.ref, "key": (letter.key or b"").decode("utf-8", "replace"),
                            "headers": letter.headers, "value": value}, indent=2, default=_json_default))
@@ -283,6 +288,14 @@ def demo(events: int) -> None:
 
     sys.exit(asyncio.run(run_demo(load_settings(), events)))
 
+
+def _add_schema_commands() -> None:
+    from streams.contracts import schemas
+
+    main.add_command(schemas)
+
+
+_add_schema_commands()
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,8 @@ from streams.kafka.clients import end_offsets, ensure_topics, producer, read_rec
 from streams.names import Header, dlq_topic
 from streams.pipelines.orders import ORDER_PLACED
 from streams.samples import sample_orders
-from streams.serde import AvroSerde, EmbeddedRegistry
+from streams.serde import AvroSerde
+from streams.serde.factory import registry_from_url
 from streams.settings import REPO_ROOT, Settings
 from streams.worker_process import WorkerProcess
 
@@ -52,7 +53,7 @@ async def _run(settings: Settings, bootstrap: str, count: int) -> int:
     start = {(settings.output_topic, p): o for p, o in (await end_offsets(bootstrap, settings.output_topic)).items()}
     start |= {(dlq, p): o for p, o in (await end_offsets(bootstrap, dlq)).items()}
 
-    serde = AvroSerde(EmbeddedRegistry.load())
+    serde = AvroSerde(registry_from_url(settings.schema_registry_url))
     orders = sample_orders(count, seed=int(time.time()))
     poison = [b"this is not avro", struct.pack(">bI", 0, 999_999) + b"\x02x"]
     began = time.monotonic()

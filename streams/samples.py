@@ -11,10 +11,20 @@ _SKUS = [f"SKU-{n:05d}" for n in range(1, 400)]
 _CHANNELS = ("web", "mobile", "store")
 _CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
 _COUNTRIES = ("DE", "FR", "GB", "NL", "SE", "US", "CA", "JP")
+_COUPONS = ("WELCOME10", "SPRING24", "FREESHIP", "LOYAL5")
 
 
-def sample_orders(count: int, *, seed: int = 7, customers: int = 1000, run: str | None = None) -> list[dict[str, Any]]:
-    """``count`` OrderPlaced records with unique event ids, over ``customers`` customers."""
+def sample_orders(
+    count: int, *, seed: int = 7, customers: int = 1000, run: str | None = None, version: int = 1
+) -> list[dict[str, Any]]:
+    """``count`` OrderPlaced records with unique event ids, over ``customers`` customers.
+
+    ``version`` is the OrderPlaced schema version the records are shaped for: 2 adds
+    ``coupon_code`` (a code on about a third of the orders, else None). The other fields are the
+    same for both versions and the same seed.
+    """
+    if version not in (1, 2):
+        raise ValueError(f"OrderPlaced has versions 1 and 2, not {version}")
     rng = random.Random(seed)
     run = run or uuid.UUID(int=rng.getrandbits(128)).hex[:12]
     now_ms = int(time.time() * 1000)
@@ -37,4 +47,8 @@ def sample_orders(count: int, *, seed: int = 7, customers: int = 1000, run: str 
                 "items": items,
             }
         )
+    if version >= 2:  # a generator of its own, so v1 fields stay the same for a seed
+        coupons = random.Random(seed + 1)
+        for order in orders:
+            order["coupon_code"] = coupons.choice(_COUPONS) if coupons.random() < 1 / 3 else None
     return orders

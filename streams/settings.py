@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     input_topic: str = Field(default="orders", description="Topic the pipeline consumes.")
     output_topic: str = Field(default="orders.enriched", description="Topic enriched records go to.")
     customers_api_url: str = Field(default="http://127.0.0.1:8080", description="Base URL of the customer API.")
+    schema_registry_url: str | None = Field(
+        default=None, description="Confluent-compatible Schema Registry URL; unset: the embedded schemas/."
+    )
     http_timeout: float = Field(default=5.0, gt=0, description="Seconds one API call attempt may take.")
     http_max_attempts: int = Field(default=3, ge=1, le=10, description="In-call attempts per API call.")
     max_in_flight: int = Field(default=256, ge=1, description="Events processed concurrently per worker.")

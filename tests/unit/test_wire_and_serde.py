@@ -83,14 +83,14 @@ def test_a_record_of_another_schema_does_not_resolve_as_an_order(serde: AvroSerd
     enriched = {**order, "customer": {"customer_id": "C1", "name": "n", "tier": "t", "country": "c", "since": "s"},
                 "enriched_at": 0, "pipeline": "p"}
     data = serde.encode(ENRICHED_ORDER, enriched)
-    with pytest.raises(AvroDecodeError, match=r"EnrichedOrder v1 \(id 2\) cannot be resolved to the reader schema"):
+    with pytest.raises(AvroDecodeError, match=r"EnrichedOrder v\d+ \(id \d+\) cannot be resolved to the reader schema"):
         serde.decode(data, ORDER_PLACED)
 
 
 def test_encoding_a_record_that_misses_a_field_says_which_schema(serde: AvroSerde) -> None:
     order = sample_orders(1)[0]
     del order["currency"]
-    with pytest.raises(AvroEncodeError, match="OrderPlaced v1"):
+    with pytest.raises(AvroEncodeError, match=r"OrderPlaced v\d+"):
         serde.encode(ORDER_PLACED, order)
 
 
