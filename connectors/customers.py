@@ -1,43 +1,46 @@
-"""The customer API: ``GET /v1/customers/{id}`` returns who placed an order."""
+"""The customer API: ``GET /v1/customers/{id}`` returns who placed an order (behind OAuth2)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from connectors.auth import Auth
+from connectors.base import ApiConnector
 from connectors.errors import PermanentError
-from connectors.http import HttpConnector, HttpSettings
+from connectors.http import HttpSettings
+from connectors.resilience.breaker import BreakerSettings
+from connectors.resilience.limiter import RateLimitSettings
 
 _FIELDS = ("customer_id", "name", "tier", "country", "since")
 _MAX_FIELD_LENGTH = 256
 
 
-class CustomerConnector:
+class CustomerConnector(ApiConnector):
     """Looks customers up by id and returns them as the ``Customer`` record of EnrichedOrder.
 
-        async with CustomerConnector(HttpSettings(base_url=url)) as customers:
+        async with CustomerConnector(HttpSettings(base_url=url), auth=oauth) as customers:
             customer = await customers.get("C000042")
+
+    A required connector: failures raise. Its breaker probes by looking up
+    ``probe_customer_id``, so it recovers by itself while the engine holds traffic back.
     """
 
     name = "customers"
 
-    def __init__(self, settings: HttpSettings) -> None:
-        self._http = HttpConnector(self.name, settings)
-
-    async def __aenter__(self) -> CustomerConnector:
-        await self._http.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._http.close()
-
-    async def start(self) -> None:
-        await self._http.start()
-
-    async def close(self) -> None:
-        await self._http.close()
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        auth: Auth | None = None,
+        breaker: BreakerSettings | None = None,
+        rate_limit: RateLimitSettings | None = None,
+        probe_customer_id: str = "C000001",
+    ) -> None:
+        super().__init__(settings, auth=auth, breaker=breaker, rate_limit=rate_limit)
+        self.breaker.set_probe(lambda: self.http.probe("/v1/customers/{id}", id=probe_customer_id))
 
     async def get(self, customer_id: str) -> dict[str, str]:
-        body = await self._http.get_json("/v1/customers/{id}", id=customer_id)
+        body = await self.http.get_json("/v1/customers/{id}", id=customer_id)
         return self._to_record(body, customer_id)
 
     def _to_record(self, body: Any, customer_id: str) -> dict[str, str]:

@@ -2,27 +2,43 @@
 
     async with HttpConnector("customers", HttpSettings(base_url="http://127.0.0.1:8080")) as http:
         body = await http.get_json("/v1/customers/{id}", id="C000042")
+        score = await http.post_json("/v1/risk-scores", {"amount": 1}, idempotency_key=event_id)
 
-Path parameters are percent-encoded (``/`` included), and every URL is checked against the
-base URL's host, so a templated value can neither change the path nor reach another host.
-Failures become ``TransientError`` or ``PermanentError`` (see ``streams.failures``).
+Path parameters are percent-encoded (``/`` included), and every URL, templated or taken from a
+response (a ``Link`` header), is checked against the allowed hosts, so a value can neither
+change the path nor reach another host. Failures become ``TransientError`` or
+``PermanentError`` (see ``streams.failures``).
+
+One call is: up to ``max_attempts`` attempts within ``max_elapsed`` seconds, separated by
+full-jitter backoff or by the server's ``Retry-After`` (obeyed up to a cap). Each attempt asks
+the circuit breaker for leave (an open breaker fails the call at once with
+``CircuitOpenError``), then waits for the rate limiter, then adds auth headers and sends. The
+breaker comes first so that an open breaker costs neither rate budget nor waiting; cancelled
+attempts give their breaker permit back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
+import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from time import time
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from connectors.errors import PermanentError, TransientError
+from connectors.auth import Auth, TlsSettings
+from connectors.errors import CircuitOpenError, ConnectorError, PermanentError, TransientError
+from connectors.resilience.backoff import RetryPolicy
+from connectors.resilience.breaker import CircuitBreaker
+from connectors.resilience.limiter import RateLimit
+
+log = logging.getLogger("connectors.http")
 
 _TRANSIENT_STATUSES = frozenset({408, 429})
 
@@ -32,12 +48,18 @@ class HttpSettings:
     """How one connector talks to its API.
 
     base_url: scheme, host and port of the API (a path prefix is kept).
-    connect_timeout / read_timeout / total_timeout: seconds; total bounds one attempt.
-    max_connections: pool size; size it to the pipeline's concurrency.
+    connect_timeout / read_timeout / total_timeout: seconds to connect, between two reads of
+        the body, and for one whole attempt.
+    max_connections: pool size; size it to the pipeline's concurrency (one per call in flight).
+    max_connections_per_host: 0 means the pool's limit applies alone.
+    keepalive_timeout: seconds an idle pooled connection is kept for reuse.
     max_response_bytes: a larger body is refused (PermanentError), never read whole.
     max_attempts: in-call attempts for transient failures, the first one included.
-    backoff_base / backoff_cap: full-jitter backoff, attempt n sleeps U(0, min(cap, base*2**n)).
+    max_elapsed: seconds one call may take, all attempts and waits together.
+    backoff_base / backoff_cap: full-jitter backoff, attempt n sleeps U(0, min(cap, base*2**(n-1))).
     retry_after_cap: the longest ``Retry-After`` obeyed inside a call; beyond it, give up.
+    allowed_hosts: more ``host`` or ``host:port`` values URLs may point at, besides the base URL's.
+    tls: CA bundle and client certificate (mTLS); None uses the system's trust store.
     """
 
     base_url: str
@@ -45,27 +67,111 @@ class HttpSettings:
     read_timeout: float = 5.0
     total_timeout: float = 10.0
     max_connections: int = 100
+    max_connections_per_host: int = 0
+    keepalive_timeout: float = 30.0
     max_response_bytes: int = 1 << 20
     max_attempts: int = 3
+    max_elapsed: float = 15.0
     backoff_base: float = 0.05
     backoff_cap: float = 1.0
     retry_after_cap: float = 2.0
+    allowed_hosts: tuple[str, ...] = ()
+    tls: TlsSettings | None = None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            max_elapsed=self.max_elapsed,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            retry_after_cap=self.retry_after_cap,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """One attempt, as call observers see it (for latency metrics by connector and status).
+
+    status: the HTTP status, or ``timeout``, ``connection_error``, ``circuit_open`` or ``error``.
+    route: the path template (``/v1/customers/{id}``), never the filled-in URL.
+    """
+
+    connector: str
+    method: str
+    route: str
+    status: int | str
+    seconds: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResponse:
+    """A successful answer: status, headers (aiohttp's, case-insensitive) and the decoded JSON body."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: Any
+    url: str
 
 
 class HttpConnector:
-    """An API client for one connector: pooled session, timeouts, retries, typed errors."""
+    """An API client for one connector: pooled session, timeouts, retries, typed errors.
 
-    __slots__ = ("_base", "_host", "_session", "name", "settings")
+    auth, breaker and limiter are optional; connectors for the external APIs pass all three.
+    """
 
-    def __init__(self, name: str, settings: HttpSettings) -> None:
+    __slots__ = (
+        "_allowed",
+        "_base",
+        "_call_observers",
+        "_header_hooks",
+        "_policy",
+        "_scheme",
+        "_session",
+        "attempts",
+        "auth",
+        "breaker",
+        "calls",
+        "limiter",
+        "name",
+        "retries",
+        "settings",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        settings: HttpSettings,
+        *,
+        auth: Auth | None = None,
+        breaker: CircuitBreaker | None = None,
+        limiter: RateLimit | None = None,
+    ) -> None:
         self.name = name
         self.settings = settings
+        self.auth = auth
+        self.breaker = breaker
+        self.limiter = limiter
         parts = urlsplit(settings.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"connector {name}: base URL {settings.base_url!r} must be http(s)://host[:port]")
-        self._host = (parts.hostname, parts.port)
+        self._scheme = parts.scheme
+        self._allowed = {(parts.hostname, _port(parts.scheme, parts.port))} | {
+            _host_port(h, parts.scheme) for h in settings.allowed_hosts
+        }
         self._base = settings.base_url.rstrip("/")
+        self._policy = settings.retry_policy
         self._session: aiohttp.ClientSession | None = None
+        self._call_observers: list[Callable[[CallOutcome], None]] = []
+        self._header_hooks: list[Callable[[dict[str, str]], None]] = []
+        #: calls, attempts and retries so far (for tests and metrics)
+        self.calls = 0
+        self.attempts = 0
+        self.retries = 0
+
+    def __repr__(self) -> str:
+        return f"<HttpConnector {self.name} {self._base}>"
 
     async def __aenter__(self) -> HttpConnector:
         await self.start()
@@ -80,7 +186,12 @@ class HttpConnector:
         if self._session is None:
             s = self.settings
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=s.max_connections, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(
+                    limit=s.max_connections,
+                    limit_per_host=s.max_connections_per_host,
+                    keepalive_timeout=s.keepalive_timeout,
+                    ssl=s.tls.ssl_context() if s.tls is not None else True,
+                ),
                 timeout=aiohttp.ClientTimeout(
                     total=s.total_timeout, sock_connect=s.connect_timeout, sock_read=s.read_timeout
                 ),
@@ -89,49 +200,239 @@ class HttpConnector:
             )
 
     async def close(self) -> None:
+        if self.breaker is not None:
+            await self.breaker.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
+    def add_call_observer(self, observer: Callable[[CallOutcome], None]) -> None:
+        """Call ``observer`` after every attempt (and every call an open breaker refused)."""
+        self._call_observers.append(observer)
+
+    def add_header_hook(self, hook: Callable[[dict[str, str]], None]) -> None:
+        """Let ``hook`` add headers to every attempt, e.g. ``traceparent`` of the current span."""
+        self._header_hooks.append(hook)
+
+    # -- URLs --------------------------------------------------------------------------------
+
     def url_for(self, path_template: str, **params: str) -> str:
         """Fill a path template with percent-encoded parameters; refuse other hosts."""
         encoded = {key: quote(str(value), safe="") for key, value in params.items()}
-        url = self._base + path_template.format(**encoded)
-        parts = urlsplit(url)
-        if (parts.hostname, parts.port) != self._host:
+        return self.check_url(self._base + path_template.format(**encoded))
+
+    def check_url(self, url: str) -> str:
+        """Return ``url`` if it points at an allowed host with the base URL's scheme, else refuse it."""
+        try:
+            parts = urlsplit(url)
+            scheme, host = parts.scheme, (parts.hostname, _port(parts.scheme, parts.port))
+        except ValueError:  # an unparsable host or port
+            scheme, host = "", (None, 0)
+        if scheme != self._scheme or host not in self._allowed:
             raise PermanentError(
-                f"URL host {parts.hostname!r} is not the allowed host of connector {self.name}",
-                connector=self.name,
+                f"URL host {host[0]!r} is not the allowed host of connector {self.name}", connector=self.name
             )
         return url
+
+    # -- calls -------------------------------------------------------------------------------
 
     async def get_json(self, path_template: str, headers: dict[str, str] | None = None, **params: str) -> Any:
         """GET a JSON document, retrying transient failures with full-jitter backoff."""
         url = self.url_for(path_template, **params)
+        return (await self.request("GET", url, headers=headers, route=path_template)).data
+
+    async def get(
+        self,
+        path_template: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **params: str,
+    ) -> JsonResponse:
+        """GET a JSON document and its headers (for Cache-Control, Link, ...)."""
+        url = self.url_for(path_template, **params)
+        return await self.request("GET", url, query=query, headers=headers, route=path_template)
+
+    async def post_json(
+        self,
+        path_template: str,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        retry: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+        **params: str,
+    ) -> Any:
+        """POST a JSON body and return the JSON answer.
+
+        ``idempotency_key`` goes out as the ``Idempotency-Key`` header, the same on every
+        attempt, so the API can recognise a retry. A POST is retried in-call only when it has
+        such a key, or when ``retry=True`` says the endpoint changes nothing (a computation).
+        """
+        return (
+            await self.post(
+                path_template, body, idempotency_key=idempotency_key, retry=retry, headers=headers, **params
+            )
+        ).data
+
+    async def post(
+        self,
+        path_template: str,
+        body: Any,
+        *,
+        idempotency_key: str | None = None,
+        retry: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+        **params: str,
+    ) -> JsonResponse:
+        all_headers = dict(headers or {})
+        if idempotency_key is not None:
+            all_headers["Idempotency-Key"] = idempotency_key
+        retryable = retry if retry is not None else idempotency_key is not None
+        url = self.url_for(path_template, **params)
+        return await self.request(
+            "POST", url, json_body=body, headers=all_headers, retry=retryable, route=path_template
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        retry: bool = True,
+        route: str | None = None,
+    ) -> JsonResponse:
+        """One call to an allowed absolute URL: attempts, backoff, breaker, limiter, auth.
+
+        ``route`` names the endpoint for observers (default: the URL's path).
+        """
+        self.check_url(url)
+        route = route if route is not None else urlsplit(url).path
+        self.calls += 1
+        started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
+            remaining = self._policy.max_elapsed - (time.monotonic() - started)
             try:
-                return await self._get_once(url, headers)
+                return await self._attempt(
+                    method, url, query, json_body, headers, remaining, guarded=True, route=route, attempt=attempt
+                )
+            except CircuitOpenError:
+                raise
             except TransientError as exc:
-                if attempt >= self.settings.max_attempts:
-                    raise
-                delay = self._backoff(attempt, exc.retry_after)
+                delay = (
+                    self._policy.delay(attempt, time.monotonic() - started, exc.retry_after) if retry else None
+                )
                 if delay is None:
                     raise
+                self.retries += 1
+                log.debug("%s: attempt %d failed (%s), retrying in %.3f s", self.name, attempt, exc, delay)
                 await asyncio.sleep(delay)
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
-        s = self.settings
-        if retry_after is not None:
-            return retry_after if retry_after <= s.retry_after_cap else None
-        return random.uniform(0, min(s.backoff_cap, s.backoff_base * 2 ** (attempt - 1)))
+    async def probe(self, path_template: str, **params: str) -> JsonResponse:
+        """One GET attempt that bypasses the breaker: what a breaker's probe should call."""
+        url = self.url_for(path_template, **params)
+        return await self._attempt(
+            "GET", url, None, None, None, self.settings.total_timeout, guarded=False, route=path_template, attempt=1
+        )
 
-    async def _get_once(self, url: str, headers: dict[str, str] | None) -> Any:
-        if self._session is None:
-            raise RuntimeError(f"connector {self.name} is not started")
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        query: Mapping[str, str] | None,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+        budget: float,
+        *,
+        guarded: bool,
+        route: str,
+        attempt: int,
+    ) -> JsonResponse:
+        breaker = self.breaker if guarded else None
         try:
-            async with self._session.get(url, headers=headers, allow_redirects=False) as response:
+            permit = breaker.acquire() if breaker is not None else None
+        except CircuitOpenError:
+            self._observe(method, route, "circuit_open", 0.0, attempt)
+            raise
+        try:
+            if self.limiter is not None:
+                await self.limiter.acquire()
+            self.attempts += 1
+            started = time.monotonic()
+            try:
+                response = await self._send_authorized(method, url, query, json_body, headers, budget)
+            except BaseException as exc:
+                seconds = time.monotonic() - started
+                if breaker is not None and permit is not None:
+                    breaker.record(permit, seconds, exc)
+                if isinstance(exc, Exception):
+                    self._observe(method, route, _status_word(exc), seconds, attempt)
+                if isinstance(exc, TransientError) and exc.status == 429 and self.limiter is not None:
+                    self.limiter.on_throttled(exc.retry_after)
+                raise
+            seconds = time.monotonic() - started
+            if breaker is not None and permit is not None:
+                breaker.record(permit, seconds, None)
+            self._observe(method, route, response.status, seconds, attempt)
+            if self.limiter is not None:
+                self.limiter.on_success()
+            return response
+        finally:
+            if breaker is not None and permit is not None:
+                breaker.release(permit)
+
+    def _observe(self, method: str, route: str, status: int | str, seconds: float, attempt: int) -> None:
+        if self._call_observers:
+            outcome = CallOutcome(self.name, method, route, status, seconds, attempt)
+            for observer in self._call_observers:
+                observer(outcome)
+
+    async def _send_authorized(
+        self,
+        method: str,
+        url: str,
+        query: Mapping[str, str] | None,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+        budget: float,
+    ) -> JsonResponse:
+        session = self._started()
+        if self.auth is None:
+            return await self._send(method, url, query, json_body, dict(headers or {}), budget)
+        auth_headers = await self.auth.headers(session)
+        try:
+            return await self._send(method, url, query, json_body, {**(headers or {}), **auth_headers}, budget)
+        except PermanentError as exc:
+            if exc.status != 401 or not await self.auth.refresh(session, auth_headers):
+                raise
+        auth_headers = await self.auth.headers(session)
+        return await self._send(method, url, query, json_body, {**(headers or {}), **auth_headers}, budget)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        query: Mapping[str, str] | None,
+        json_body: Any,
+        headers: dict[str, str],
+        budget: float,
+    ) -> JsonResponse:
+        session = self._started()
+        for hook in self._header_hooks:
+            hook(headers)
+        s = self.settings
+        timeout = aiohttp.ClientTimeout(
+            total=max(0.001, min(s.total_timeout, budget)), sock_connect=s.connect_timeout, sock_read=s.read_timeout
+        )
+        try:
+            async with session.request(
+                method, url, params=query, json=json_body, headers=headers, allow_redirects=False, timeout=timeout
+            ) as response:
                 status = response.status
                 if status >= 500 or status in _TRANSIENT_STATUSES:
                     raise TransientError(
@@ -145,18 +446,23 @@ class HttpConnector:
                         f"{self.name}: HTTP {status} from {response.url.path}", connector=self.name, status=status
                     )
                 body = await self._read_capped(response)
+                response_headers = response.headers
+                final_url = str(response.url)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TransientError(f"{self.name}: timed out calling the API", connector=self.name) from exc
         except aiohttp.ClientError as exc:
             raise TransientError(
                 f"{self.name}: connection failed: {type(exc).__name__}", connector=self.name
             ) from exc
+        if not body and status == 204:
+            return JsonResponse(status, response_headers, None, final_url)
         try:
-            return json.loads(body)
+            data = json.loads(body)
         except ValueError as exc:
             raise PermanentError(
                 f"{self.name}: response body is not JSON ({len(body)} bytes)", connector=self.name, status=status
             ) from exc
+        return JsonResponse(status, response_headers, data, final_url)
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         cap = self.settings.max_response_bytes
@@ -177,6 +483,34 @@ class HttpConnector:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _started(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"connector {self.name} is not started")
+        return self._session
+
+
+def _status_word(exc: Exception) -> int | str:
+    """How an attempt ended, for observers: the HTTP status, or a word for what had none."""
+    if isinstance(exc, ConnectorError) and exc.status is not None:
+        return exc.status
+    cause = exc.__cause__
+    if isinstance(cause, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(cause, aiohttp.ClientError):
+        return "connection_error"
+    return "error"
+
+
+def _port(scheme: str, port: int | None) -> int:
+    return port if port is not None else (443 if scheme == "https" else 80)
+
+
+def _host_port(value: str, scheme: str) -> tuple[str, int]:
+    parts = urlsplit(f"//{value}")
+    if not parts.hostname:
+        raise ValueError(f"allowed host {value!r} must be host or host:port")
+    return parts.hostname, _port(scheme, parts.port)
+
 
 def _retry_after_seconds(value: str | None) -> float | None:
     """Parse ``Retry-After`` as delta-seconds or an HTTP date; None when absent or invalid."""
@@ -186,6 +520,6 @@ def _retry_after_seconds(value: str | None) -> float | None:
     if value.isdigit():
         return float(value)
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None

@@ -1,5 +1,5 @@
-"""The sandbox API server: the external APIs of the demo domain, on loopback."""
+"""The sandbox API server: the external APIs of the demo domain, on loopback, with fault injection."""
 
-from sandbox.server import SandboxServer, build_app
+from sandbox.server import SandboxConfig, SandboxServer, SandboxStats, build_app
 
-__all__ = ["SandboxServer", "build_app"]
+__all__ = ["SandboxConfig", "SandboxServer", "SandboxStats", "build_app"]

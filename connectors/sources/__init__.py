@@ -1,0 +1,1 @@
+"""Sources: processes that read an external API and produce what they read to Kafka."""
