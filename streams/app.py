@@ -30,6 +30,7 @@ from streams.pipelines.orders import OrderEnricher
 from streams.serde.avro import AvroSerde
 from streams.serde.factory import registry_from_url
 from streams.settings import Settings
+from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, TelemetryServer
 
 log = logging.getLogger("streams.worker")
 
@@ -117,8 +118,10 @@ def _log_resume_failure(task: asyncio.Future[None]) -> None:
         log.error("could not resume a retry partition: %r", task.exception())
 
 
-def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnricher) -> PipelineApp:
-    """Build the worker app for one pipeline."""
+def create_app(
+    settings: Settings, pipeline_factory: PipelineFactory = OrderEnricher, metrics: PipelineMetrics | None = None
+) -> PipelineApp:
+    """Build the worker app for one pipeline; ``metrics`` are served on the telemetry port."""
     app = PipelineApp(
         settings.pipeline,
         broker=";".join(f"kafka://{server}" for server in settings.bootstrap_list),
@@ -158,9 +161,12 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnri
             max_buffered=settings.max_buffered,
             drain_deadline=settings.drain_deadline,
             processed_ids=processed,
+            pipeline=settings.pipeline,
+            metrics=metrics,
         )
         await engine.start()
         app.engine = engine
+        telemetry = await _start_telemetry(app, engine, settings, metrics)
         log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s", settings.pipeline,
                  settings.input_topic, settings.output_topic, retry.topics, dlq_topic(settings.pipeline))
         crashed = False
@@ -178,12 +184,60 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory = OrderEnri
                      stats.retried, stats.dead_lettered, stats.parked, stats.duplicates, stats.dropped_duplicates,
                      engine.acked, engine.released, engine.peak_in_flight)
             app.engine = None
+            if telemetry is not None:
+                await telemetry.stop()
             await pipeline.close()
 
     # An unexpected error in the agent stops the worker instead of restarting the agent in
     # place: a restarted agent would never see again the events the old one held.
     app.agent(source, name=f"{settings.pipeline}.enrich", supervisor_strategy=CrashingSupervisor)(enrich)
     return app
+
+
+async def _start_telemetry(
+    app: PipelineApp, engine: Engine[EventT], settings: Settings, metrics: PipelineMetrics | None
+) -> TelemetryServer | None:
+    """Serve /metrics, /healthz and /readyz; readiness asks the consumer, the broker and the engine."""
+    if not settings.telemetry_enabled:
+        return None
+    loop_lag = LoopLagMonitor()
+    loop_lag.start()
+    readiness = Readiness(timeout=2.0)
+    readiness.add("partitions_assigned", lambda: (bool(app.consumer.assignment()),
+                                                  f"{len(app.consumer.assignment())} partitions"))
+    readiness.add("broker_reachable", lambda: _broker_reachable(app))
+    readiness.add("event_loop", loop_lag.check(max_lag=2.0))
+    readiness.add("retry_partitions_released", lambda: (not engine.overdue_partitions(30.0),
+                                                        [str(tp) for tp in engine.overdue_partitions(30.0)]))
+    if metrics is not None:
+        metrics.watch(in_flight=lambda: engine.in_flight, retry_held=lambda: engine.held,
+                      lag=lambda: _consumer_lag(app), loop_lag=lambda: loop_lag.lag)
+    server = TelemetryServer(settings.telemetry_host, settings.telemetry_port, readiness, metrics=metrics)
+    await server.start()
+    return server
+
+
+async def _broker_reachable(app: PipelineApp) -> tuple[bool, str]:
+    try:
+        client = app.producer._ensure_producer().client
+        await asyncio.wait_for(client.fetch_all_metadata(), 2.0)
+    except Exception as exc:  # noqa: BLE001 - any failure means not reachable; say which
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, "metadata fetched"
+
+
+def _consumer_lag(app: PipelineApp) -> dict[tuple[str, int], int]:
+    """Records behind per assigned partition: the high watermark minus the committed offset."""
+    consumer = app.consumer
+    lag: dict[tuple[str, int], int] = {}
+    for tp in consumer.assignment():
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not fetched yet
+            continue
+        committed = consumer._committed_offset.get(tp) or 0
+        lag[(tp.topic, tp.partition)] = max(0, highwater - committed)
+    return lag
 
 
 async def prepare_topics(settings: Settings) -> None:

@@ -39,18 +39,23 @@ def main() -> None:
 @main.command()
 def worker() -> None:
     """Run a pipeline worker in the consumer group named after the pipeline."""
-    import faust
-
     from streams.app import create_app, prepare_topics
+    from streams.telemetry import PipelineMetrics, configure_logging, configure_tracing, faust_worker
 
     settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_format == "json")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(prepare_topics(settings))
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    app = create_app(settings)
-    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    tracer_provider = configure_tracing(settings.trace_exporter, service_name=settings.pipeline,  # type: ignore[arg-type]
+                                        otlp_endpoint=settings.otlp_endpoint)
+    app = create_app(settings, metrics=PipelineMetrics(settings.pipeline))
+    try:
+        faust_worker(app).execute_from_commandline()
+    finally:
+        tracer_provider.shutdown()
 
 
 @main.command()

@@ -53,7 +53,15 @@ class Settings(BaseSettings):
     web_enabled: bool = Field(default=False, description="Serve the worker's web endpoints.")
     web_port: int = Field(default=6066, ge=0, le=65535)
     data_dir: Path = Field(default=REPO_ROOT / ".local" / "worker", description="Worker state folder.")
-    log_level: str = Field(default="info")
+    log_level: str = Field(default="info,aiokafka=warning,faust=warning,mode=warning",
+                           description="Root level, then logger=level pairs, comma-separated.")
+    log_format: str = Field(default="json", pattern="^(json|text)$", description="json lines or text.")
+    trace_exporter: str = Field(default="none", pattern="^(none|console|otlp)$",
+                                description="Where spans go: none (ids still propagate), console, otlp.")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces URL (.../v1/traces).")
+    telemetry_enabled: bool = Field(default=True, description="Serve /metrics, /healthz and /readyz.")
+    telemetry_host: str = Field(default="127.0.0.1")
+    telemetry_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port.")
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -53,6 +53,11 @@ class DelayGate(Generic[T]):
         self._schedule(partition, due_at)
         return True
 
+    def overdue(self, slack: float) -> list[Hashable]:
+        """Partitions whose head is past due by more than ``slack`` seconds: a release is stuck."""
+        now = self._clock()
+        return [partition for partition, queue in self._held.items() if queue and queue[0][0] + slack < now]
+
     def drop_all(self) -> list[T]:
         """Forget every held item (rebalance, shutdown); their partitions are not resumed."""
         for timer in self._timers.values():

@@ -30,6 +30,14 @@ from streams.engine.records import InboundRecord, OutboundRecord
 from streams.engine.routing import origin_partition
 from streams.engine.scheduler import KeyedScheduler
 from streams.names import Header
+from streams.telemetry import (
+    PipelineMetrics,
+    bind_event,
+    consume_span,
+    inject_headers,
+    produce_span,
+    set_event_outcome,
+)
 
 log = logging.getLogger("streams.engine")
 
@@ -78,8 +86,12 @@ class Engine(Generic[H]):
         max_buffered: int,
         drain_deadline: float,
         processed_ids: ProcessedIds | None = None,
+        pipeline: str = "pipeline",
+        metrics: PipelineMetrics | None = None,
     ) -> None:
         self.processor = processor
+        self._pipeline = pipeline
+        self._metrics = metrics
         self._processed = processed_ids if processed_ids is not None and processed_ids.enabled else None
         self._port = port
         self._tracker: OffsetTracker[H] = OffsetTracker()
@@ -125,6 +137,10 @@ class Engine(Generic[H]):
     def held(self) -> int:
         return self._gate.held
 
+    def overdue_partitions(self, slack: float) -> list[Hashable]:
+        """Held retry partitions whose head record is due for more than ``slack`` seconds."""
+        return self._gate.overdue(slack)
+
     # -- consume ---------------------------------------------------------------------------
 
     async def submit(self, handles: Iterable[H]) -> None:
@@ -155,15 +171,27 @@ class Engine(Generic[H]):
     async def _run(self, job: _Job[H]) -> None:
         if self.error is not None:
             return
-        outbound = await self.processor.process(job.record)
-        if outbound is None:  # a duplicate, dropped
-            self._settle(job, *self._tracker.complete(job.tracked))
-            return
-        try:
-            delivery = await self._port.send(outbound)
-        except Exception as exc:  # noqa: BLE001 - recorded; the agent raises it
-            self._fail(exc, outbound)
-            return
+        record = job.record
+        with consume_span(record, self._pipeline) as span, bind_event(
+            pipeline=self._pipeline, topic=record.topic, partition=record.partition, offset=record.offset
+        ):
+            if self._metrics is not None:
+                self._metrics.event_in(record.topic)
+            outbound = await self.processor.process(record)
+            if outbound is None:  # a duplicate, dropped
+                set_event_outcome(span, "duplicate_dropped")
+                self._settle(job, *self._tracker.complete(job.tracked))
+                return
+            set_event_outcome(span, _outcome(outbound), error_kind=_header(outbound, Header.ERROR_KIND),
+                              event_id=outbound.event_id)
+            with produce_span(outbound.topic, pipeline=self._pipeline, partition=outbound.partition,
+                              event_id=outbound.event_id):
+                inject_headers(outbound.headers)  # the record carries this span's context onwards
+                try:
+                    delivery = await self._port.send(outbound)
+                except Exception as exc:  # noqa: BLE001 - recorded; the agent raises it
+                    self._fail(exc, outbound)
+                    return
         future = asyncio.ensure_future(delivery)
         future.add_done_callback(partial(self._delivered, job, outbound))
 
@@ -176,8 +204,21 @@ class Engine(Generic[H]):
             self._fail(exc, outbound)
             return
         self._settle(job, *self._tracker.complete(job.tracked))
+        if self._metrics is not None:
+            self._count_delivered(outbound)
         if self._processed is not None and not (outbound.failed or outbound.retry):
             self._record_processed(job.record, outbound)
+
+    def _count_delivered(self, outbound: OutboundRecord) -> None:
+        """Counted when the broker has the record, so the counters match the topics."""
+        assert self._metrics is not None
+        kind = _header(outbound, Header.ERROR_KIND) or "parked"
+        if outbound.failed:
+            self._metrics.event_dead_lettered(kind)
+        elif outbound.retry:
+            self._metrics.event_retried(kind, outbound.topic)
+        else:
+            self._metrics.event_out(outbound.topic)
 
     def _record_processed(self, record: InboundRecord, outbound: OutboundRecord) -> None:
         """Remember the event id, locally and in the processed-ids topic (best effort)."""
@@ -269,6 +310,17 @@ class Engine(Generic[H]):
                 return False
             await asyncio.sleep(0.02)
         return True
+
+
+def _outcome(outbound: OutboundRecord) -> str:
+    return "dead_lettered" if outbound.failed else "retried" if outbound.retry else "enriched"
+
+
+def _header(outbound: OutboundRecord, name: str) -> str | None:
+    for key, value in outbound.headers:
+        if key == name:
+            return value.decode("utf-8", "replace")
+    return None
 
 
 def _log_marker_failure(task: asyncio.Future[Any]) -> None:

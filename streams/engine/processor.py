@@ -29,6 +29,7 @@ from streams.engine.routing import (
 from streams.failures import FailureKind, classify
 from streams.pipelines.base import Pipeline
 from streams.serde.avro import AvroSerde
+from streams.telemetry import bind_event
 
 
 @dataclass
@@ -83,7 +84,8 @@ class EventProcessor:
             return parked
         token = current_event_id.set(event_id)
         try:
-            enriched = await self._pipeline.process(event)
+            with bind_event(event_id=event_id):
+                enriched = await self._pipeline.process(event)
             value = self._serde.encode(self._pipeline.output_subject, enriched)
         except Exception as exc:  # noqa: BLE001 - classified and routed, never lost
             return self._failed(record, exc, event_id)

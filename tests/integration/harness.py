@@ -47,6 +47,8 @@ class PipelineUnderTest:
             "STREAMS_OUTPUT_TOPIC": self.output_topic,
             "STREAMS_CUSTOMERS_API_URL": self.api_url,
             "STREAMS_DATA_DIR": str(self.workdir / f"worker-{index}"),
+            "STREAMS_TELEMETRY_PORT": "0",
+            "STREAMS_LOG_LEVEL": "info,aiokafka=warning",
             **extra_env,
         }
         return WorkerProcess(env, self.workdir / f"worker-{index}.log")
