@@ -37,6 +37,7 @@ from connectors.errors import CircuitOpenError, ConnectorError, PermanentError, 
 from connectors.resilience.backoff import RetryPolicy
 from connectors.resilience.breaker import CircuitBreaker
 from connectors.resilience.limiter import RateLimit
+from streams.telemetry.tracing import connector_span, inject_http_headers, set_http_status
 
 log = logging.getLogger("connectors.http")
 
@@ -365,7 +366,16 @@ class HttpConnector:
             self.attempts += 1
             started = time.monotonic()
             try:
-                response = await self._send_authorized(method, url, query, json_body, headers, budget)
+                with connector_span(self.name, method, url, route=route, attempt=attempt) as span:
+                    traced = dict(headers or {})
+                    inject_http_headers(traced)  # the API sees the event's trace as traceparent
+                    try:
+                        response = await self._send_authorized(method, url, query, json_body, traced, budget)
+                    except ConnectorError as failed:
+                        if failed.status is not None:
+                            set_http_status(span, failed.status)
+                        raise
+                    set_http_status(span, response.status)
             except BaseException as exc:
                 seconds = time.monotonic() - started
                 if breaker is not None and permit is not None:

@@ -34,7 +34,7 @@ from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, Teleme
 
 log = logging.getLogger("streams.worker")
 
-PipelineFactory = Callable[[Settings], Pipeline]
+PipelineFactory = Callable[[Settings, PipelineMetrics | None], Pipeline]
 
 
 class PipelineApp(faust.App):
@@ -146,7 +146,7 @@ def create_app(
     serde = AvroSerde(registry_from_url(settings.schema_registry_url))
 
     async def enrich(stream: StreamT[bytes]) -> None:
-        pipeline = pipeline_factory(settings)
+        pipeline = pipeline_factory(settings, metrics)
         await pipeline.start()
         processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(settings.pipeline),
                                  mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids)

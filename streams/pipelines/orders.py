@@ -7,7 +7,9 @@ from typing import Any
 
 from connectors.customers import CustomerConnector
 from connectors.http import HttpSettings
+from connectors.observe import observe_connector
 from streams.settings import Settings
+from streams.telemetry.metrics import PipelineMetrics
 
 ORDER_PLACED = "dev.streams.orders.OrderPlaced"
 ENRICHED_ORDER = "dev.streams.orders.EnrichedOrder"
@@ -19,7 +21,7 @@ class OrderEnricher:
     input_subject = ORDER_PLACED
     output_subject = ENRICHED_ORDER
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: PipelineMetrics | None = None) -> None:
         self._pipeline = settings.pipeline
         self._customers = CustomerConnector(
             HttpSettings(
@@ -30,6 +32,8 @@ class OrderEnricher:
                 max_attempts=settings.http_max_attempts,
             )
         )
+        if metrics is not None:
+            observe_connector(self._customers, metrics)
 
     async def start(self) -> None:
         await self._customers.start()
