@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
 from sandbox.server import SandboxServer
@@ -58,20 +60,25 @@ async def _run(settings: Settings, bootstrap: str, count: int) -> int:
     poison = [b"this is not avro", struct.pack(">bI", 0, 999_999) + b"\x02x"]
     began = time.monotonic()
     async with SandboxServer() as sandbox:
-        async with producer(bootstrap) as client:
-            futures = [await client.send(settings.input_topic, serde.encode(ORDER_PLACED, o),
-                                         key=o["customer_id"].encode()) for o in orders]
-            futures += [await client.send(settings.input_topic, raw, key=b"poison") for raw in poison]
-            await asyncio.gather(*futures)
-        print(f"produced {count} OrderPlaced events and {len(poison)} undecodable records to "
-              f"{settings.input_topic}", flush=True)
-
         log_path = REPO_ROOT / ".local" / "demo-worker.log"
-        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STREAMS_CUSTOMERS_API_URL": sandbox.url}
+        log_path.unlink(missing_ok=True)
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STREAMS_CUSTOMERS_API_URL": sandbox.url,
+               "STREAMS_TELEMETRY_PORT": "0"}
         with WorkerProcess(env, log_path) as worker:
             print(f"worker started (pid {worker.pid}, log {log_path.relative_to(REPO_ROOT)})", flush=True)
+            if not await _wait_ready(worker, log_path, deadline=60):
+                print("worker did not become ready:\n" + worker.log_tail())
+                return 1
+            async with producer(bootstrap) as client:
+                futures = [await client.send(settings.input_topic, serde.encode(ORDER_PLACED, o),
+                                             key=o["customer_id"].encode()) for o in orders]
+                futures += [await client.send(settings.input_topic, raw, key=b"poison") for raw in poison]
+                await asyncio.gather(*futures)
+            print(f"produced {count} OrderPlaced events and {len(poison)} undecodable records to "
+                  f"{settings.input_topic}", flush=True)
             records = await read_records(bootstrap, [settings.output_topic, dlq], start=start,
                                          until=count + len(poison), idle_timeout=60, deadline=120)
+            metrics = await _scrape_worker(log_path)
         elapsed = time.monotonic() - began
 
     enriched = [r for r in records if r.topic == settings.output_topic]
@@ -85,11 +92,72 @@ async def _run(settings: Settings, bootstrap: str, count: int) -> int:
         print(f"  {headers.get(Header.EVENT_ID)}  {headers.get(Header.ERROR_KIND)}  "
               f"{headers.get(Header.ERROR_CLASS)}: {headers.get(Header.ERROR_MESSAGE)}")
     ok = len(enriched) == count and len(dead) == len(poison)
-    print(f"\nsummary: produced {count + len(poison)}, enriched {len(enriched)}, dead-lettered {len(dead)}, "
-          f"in {elapsed:.1f} s: {'OK' if ok else 'INCOMPLETE'}")
+    latencies = sorted(_end_to_end_ms(record) for record in enriched)
+    print(f"\nsummary (worker /metrics): processed {_metric(metrics, 'streams_events_in_total'):.0f}, "
+          f"enriched {_metric(metrics, 'streams_events_out_total'):.0f}, "
+          f"retried {_metric(metrics, 'streams_events_retried_total'):.0f}, "
+          f"dead-lettered {_metric(metrics, 'streams_events_dead_lettered_total'):.0f}; "
+          f"end-to-end latency p50 {_percentile(latencies, 50):.0f} ms, p99 {_percentile(latencies, 99):.0f} ms; "
+          f"{elapsed:.1f} s in all: {'OK' if ok else 'INCOMPLETE'}")
     if not ok:
         print(worker.log_tail())
     return 0 if ok else 1
+
+
+async def _wait_ready(worker: WorkerProcess, log_path: Path, deadline: float) -> bool:
+    """Wait until the worker's /readyz says ready (partitions assigned, broker reachable)."""
+    import aiohttp
+
+    end = time.monotonic() + deadline
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+        while time.monotonic() < end and worker.alive:
+            url = _telemetry_url(log_path)
+            if url is not None:
+                try:
+                    async with session.get(url + "/readyz") as response:
+                        if response.status == 200:
+                            return True
+                except (OSError, aiohttp.ClientError):
+                    pass
+            await asyncio.sleep(0.2)
+    return False
+
+
+def _telemetry_url(log_path: Path) -> str | None:
+    try:
+        found = re.findall(r"telemetry server on (http://[\d.:]+)", log_path.read_text(errors="replace"))
+    except FileNotFoundError:
+        return None
+    return found[-1] if found else None
+
+
+async def _scrape_worker(log_path: Path) -> dict[str, float]:
+    """The worker's /metrics, at the port it logged (it picks a free one)."""
+    from streams.telemetry.testing import scrape
+
+    url = _telemetry_url(log_path)
+    if url is None:
+        return {}
+    try:
+        return await scrape(url + "/metrics")
+    except OSError:
+        return {}
+
+
+def _metric(samples: dict[str, float], name: str) -> float:
+    return sum(value for key, value in samples.items() if key.split("{")[0] == name)
+
+
+def _end_to_end_ms(record: Any) -> float:
+    """Broker time of the enriched record minus broker time of the input record it came from."""
+    headers = {k: v.decode() for k, v in record.headers}
+    return float(record.timestamp - int(headers[Header.ORIGIN_TIMESTAMP]))
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, round(pct / 100 * (len(values) - 1)))]
 
 
 def _describe(order: dict[str, Any]) -> str:
