@@ -56,9 +56,10 @@ class PipelineApp(faust.App):
 class FaustPort:
     """The engine's view of Faust: records, produce, ack, release, pause and resume."""
 
-    def __init__(self, app: faust.App, stream: StreamT[bytes]) -> None:
+    def __init__(self, app: faust.App, stream: StreamT[bytes], topics: set[str]) -> None:
         self._app = app
         self._stream = stream
+        self._topics = topics
 
     def record_of(self, handle: EventT) -> InboundRecord:
         message = handle.message
@@ -92,6 +93,10 @@ class FaustPort:
         # Never acknowledged, so never committed: Faust delivers it again after the rebalance
         # or restart. Faust's drain waits for delivered messages until they are acked or gone.
         self._app.consumer._unacked_messages.discard(handle.message)
+
+    def assigned(self) -> list[Hashable]:
+        """The assigned partitions of the agent's topics (input and retry tiers)."""
+        return [TP(tp.topic, tp.partition) for tp in self._app.consumer.assignment() if tp.topic in self._topics]
 
     def pause(self, partition: Hashable) -> None:
         self._app.consumer.pause_partitions([cast(TP, partition)])  # made by partition_of
@@ -156,7 +161,7 @@ def create_app(
         )
         engine: Engine[EventT] = Engine(
             processor,
-            FaustPort(app, stream),
+            FaustPort(app, stream, {settings.input_topic, *retry.topics}),
             max_in_flight=settings.max_in_flight,
             max_buffered=settings.max_buffered,
             drain_deadline=settings.drain_deadline,
@@ -166,6 +171,18 @@ def create_app(
         )
         await engine.start()
         app.engine = engine
+
+        async def share_rate_limits(sender: object, assigned: set[TP], **_: object) -> None:
+            total = app.consumer.topic_partitions(settings.input_topic) or 0
+            owned = sum(1 for tp in assigned if tp.topic == settings.input_topic)
+            if total:
+                pipeline.on_assignment(owned, total)
+                log.info("owning %d of %d partitions of %s", owned, total, settings.input_topic)
+
+        app.on_partitions_assigned.connect(share_rate_limits)
+        assignment = app.consumer.assignment()
+        if assignment:  # assigned before the agent started
+            await share_rate_limits(app, set(assignment))
         telemetry = await _start_telemetry(app, engine, settings, metrics)
         log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s", settings.pipeline,
                  settings.input_topic, settings.output_topic, retry.topics, dlq_topic(settings.pipeline))
@@ -207,6 +224,7 @@ async def _start_telemetry(
                                                   f"{len(app.consumer.assignment())} partitions"))
     readiness.add("broker_reachable", lambda: _broker_reachable(app))
     readiness.add("event_loop", loop_lag.check(max_lag=2.0))
+    readiness.add("not_paused_for_open_circuit", lambda: _paused_briefly(engine, settings.stuck_after))
     readiness.add("retry_partitions_released", lambda: (not engine.overdue_partitions(30.0),
                                                         [str(tp) for tp in engine.overdue_partitions(30.0)]))
     if metrics is not None:
@@ -215,6 +233,14 @@ async def _start_telemetry(
     server = TelemetryServer(settings.telemetry_host, settings.telemetry_port, readiness, metrics=metrics)
     await server.start()
     return server
+
+
+def _paused_briefly(engine: Engine[EventT], limit: float) -> tuple[bool, str]:
+    since = engine.breaker_paused_since
+    if since is None:
+        return True, "consuming"
+    paused = asyncio.get_running_loop().time() - since
+    return paused < limit, f"paused {paused:.0f} s for an open circuit"
 
 
 async def _broker_reachable(app: PipelineApp) -> tuple[bool, str]:

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         default=None, description="Confluent-compatible Schema Registry URL; unset: the embedded schemas/."
     )
     http_timeout: float = Field(default=5.0, gt=0, description="Seconds one API call attempt may take.")
+    customers_rate_limit: float | None = Field(
+        default=None, gt=0, description="Customer API requests/s for the whole group; each worker takes its share."
+    )
+    stuck_after: float = Field(default=120.0, gt=0, description="Seconds paused for an open circuit: not ready.")
     http_max_attempts: int = Field(default=3, ge=1, le=10, description="In-call attempts per API call.")
     max_in_flight: int = Field(default=256, ge=1, description="Events processed concurrently per worker.")
     max_buffered: int = Field(default=5000, ge=1, description="Events queued in a worker, in flight included.")

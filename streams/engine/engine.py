@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from streams.engine.dedupe import ProcessedIds
 from streams.engine.delays import DelayGate
 from streams.engine.offsets import OffsetTracker, Tracked
-from streams.engine.processor import EventProcessor
+from streams.engine.processor import BreakerOpen, EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord
 from streams.engine.routing import origin_partition
 from streams.engine.scheduler import KeyedScheduler
@@ -62,6 +62,8 @@ class KafkaPort(Protocol[H]):
     def resume(self, partition: Hashable) -> None: ...
 
     def partition_of(self, handle: H) -> Hashable: ...
+
+    def assigned(self) -> list[Hashable]: ...
 
 
 class EngineStopped(RuntimeError):
@@ -104,6 +106,8 @@ class Engine(Generic[H]):
         self._unsettled: set[_Job[H]] = set()
         self._drain_deadline = drain_deadline
         self._drain_task: asyncio.Task[None] | None = None
+        self._breaker_waits: dict[object, asyncio.Future[None]] = {}
+        self.breaker_paused_since: float | None = None  # loop time consumption paused for a breaker
         self.generation = 0
         self.error: BaseException | None = None
         self.acked = 0
@@ -177,7 +181,12 @@ class Engine(Generic[H]):
         ):
             if self._metrics is not None:
                 self._metrics.event_in(record.topic)
-            outbound = await self.processor.process(record)
+            while True:
+                try:
+                    outbound = await self.processor.process(record)
+                    break
+                except BreakerOpen as blocked:
+                    await self._wait_for_breaker(blocked)
             if outbound is None:  # a duplicate, dropped
                 set_event_outcome(span, "duplicate_dropped")
                 self._settle(job, *self._tracker.complete(job.tracked))
@@ -194,6 +203,31 @@ class Engine(Generic[H]):
                     return
         future = asyncio.ensure_future(delivery)
         future.add_done_callback(partial(self._delivered, job, outbound))
+
+    async def _wait_for_breaker(self, blocked: BreakerOpen) -> None:
+        """Pause consumption until the breaker closes (its own probes close it), then resume."""
+        waiting = self._breaker_waits.get(blocked.breaker)
+        if waiting is None:
+            held = set(self._gate.paused_partitions)
+            paused = [tp for tp in self._port.assigned() if tp not in held]
+            for tp in paused:
+                self._port.pause(tp)
+            loop = asyncio.get_running_loop()
+            self.breaker_paused_since = loop.time()
+            log.warning("circuit of connector %s is open: paused %d partitions until it closes",
+                        blocked.connector, len(paused))
+
+            async def resume_when_closed() -> None:
+                await blocked.breaker.wait_until_closed()  # type: ignore[attr-defined]
+                for tp in paused:
+                    self._port.resume(tp)
+                log.info("circuit of connector %s closed after %.1f s: resumed %d partitions",
+                         blocked.connector, loop.time() - (self.breaker_paused_since or loop.time()), len(paused))
+                self.breaker_paused_since = None
+                del self._breaker_waits[blocked.breaker]
+
+            waiting = self._breaker_waits[blocked.breaker] = asyncio.ensure_future(resume_when_closed())
+        await asyncio.shield(waiting)
 
     def _delivered(self, job: _Job[H], outbound: OutboundRecord, future: asyncio.Future[Any]) -> None:
         if future.cancelled():

@@ -12,6 +12,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from connectors.context import current_event_id
+from connectors.errors import CircuitOpenError
 from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.parking import KeyParking
 from streams.engine.records import InboundRecord, OutboundRecord
@@ -32,6 +33,19 @@ from streams.serde.avro import AvroSerde
 from streams.telemetry import bind_event
 
 
+class BreakerOpen(Exception):
+    """A required connector's circuit is open: the engine pauses consumption until it closes.
+
+    Routing such an event to a retry tier would only flood the tiers with events that cannot
+    succeed yet; waiting in its lane keeps its key's order too.
+    """
+
+    def __init__(self, breaker: object, connector: str) -> None:
+        super().__init__(f"the circuit of connector {connector} is open")
+        self.breaker = breaker
+        self.connector = connector
+
+
 @dataclass
 class ProcessingStats:
     """Counts of outcomes since start; the worker logs them and metrics read them."""
@@ -41,6 +55,7 @@ class ProcessingStats:
     retried: int = 0
     dead_lettered: int = 0
     parked: int = 0
+    blocked: int = 0  # attempts that met an open circuit and waited for it
     duplicates: int = 0
     dropped_duplicates: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
@@ -87,6 +102,12 @@ class EventProcessor:
             with bind_event(event_id=event_id):
                 enriched = await self._pipeline.process(event)
             value = self._serde.encode(self._pipeline.output_subject, enriched)
+        except CircuitOpenError as exc:
+            if exc.breaker is None:
+                return self._failed(record, exc, event_id)
+            self.stats.blocked += 1
+            self.stats.processed -= 1  # it is processed again when the circuit closes
+            raise BreakerOpen(exc.breaker, exc.connector) from exc
         except Exception as exc:  # noqa: BLE001 - classified and routed, never lost
             return self._failed(record, exc, event_id)
         finally:

@@ -8,6 +8,7 @@ from typing import Any
 from connectors.customers import CustomerConnector
 from connectors.http import HttpSettings
 from connectors.observe import observe_connector
+from connectors.resilience.limiter import RateLimitSettings
 from streams.settings import Settings
 from streams.telemetry.metrics import PipelineMetrics
 
@@ -30,13 +31,18 @@ class OrderEnricher:
                 read_timeout=settings.http_timeout,
                 max_connections=settings.max_in_flight,
                 max_attempts=settings.http_max_attempts,
-            )
+            ),
+            rate_limit=RateLimitSettings(rate=settings.customers_rate_limit) if settings.customers_rate_limit else None,
         )
         if metrics is not None:
             observe_connector(self._customers, metrics)
 
     async def start(self) -> None:
         await self._customers.start()
+
+    def on_assignment(self, owned_partitions: int, total_partitions: int) -> None:
+        if self._customers.limiter is not None:
+            self._customers.limiter.set_share(owned_partitions, total_partitions)
 
     async def close(self) -> None:
         await self._customers.close()
