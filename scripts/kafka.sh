@@ -22,10 +22,29 @@
 #   KAFKA_HEAP_OPTS        JVM heap options (default "-Xms256m -Xmx1g")
 #   KAFKA_JVM_OPTS         extra JVM options
 #   JAVA_HOME              Java to use (default: java on PATH)
+#   KAFKA_STATE_DIR        state folder (default .local/kafka, .local/kafka-secure)
 #
 # State lives in $REPO/.local/kafka/: libs/ (jars, fetched with Maven from
 # scripts/kafka/pom.xml), data/, logs/ (server.log), server.properties (generated
 # on every start; edits are overwritten), cluster.id, kafka.pid.
+#
+# Secure mode (KAFKA_SECURE=1): a second, separate broker for the security tests,
+# with its own state (.local/kafka-secure or KAFKA_STATE_DIR) and ports, sharing the
+# jars. Clients connect over SASL_SSL (TLS; SCRAM-SHA-512 or PLAIN); the controller
+# listener is SASL_PLAINTEXT/PLAIN on loopback; the StandardAuthorizer denies what
+# no ACL allows, except to the super user "admin" (which the broker itself uses).
+# The storage is formatted afresh on every start (the SCRAM users live in it).
+#   KAFKA_SECURE_PORT             SASL_SSL client port (default 9192)
+#   KAFKA_SECURE_CONTROLLER_PORT  controller port (default KAFKA_SECURE_PORT+1)
+#   KAFKA_SECURE_CERT_DIR         holds ca.pem (trusted CA) and broker.pem (the
+#                                 broker's unencrypted PKCS#8 key, then its chain;
+#                                 SAN IP:127.0.0.1 and DNS:localhost)
+#   KAFKA_SECURE_ADMIN_PASSWORD   password of the super user "admin" (PLAIN)
+#   KAFKA_SECURE_SCRAM_USERS      "name=password ..." SCRAM-SHA-512 users
+#   KAFKA_SECURE_PLAIN_USERS      "name=password ..." more PLAIN users
+# Passwords: letters, digits, '-' and '_' only (they go into JAAS and StorageTool
+# syntax unquoted). They are written to server.properties (mode 600); the SCRAM
+# ones are StorageTool arguments for the few seconds formatting takes.
 set -euo pipefail
 
 readonly HOST=127.0.0.1
@@ -35,8 +54,23 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
 readonly SCRIPT_DIR REPO
 readonly POM="$SCRIPT_DIR/kafka/pom.xml"
-readonly STATE="$REPO/.local/kafka"
-readonly LIBS="$STATE/libs"
+SECURE=0
+[[ "${KAFKA_SECURE:-0}" == 1 ]] && SECURE=1
+if ((SECURE)); then
+  STATE="${KAFKA_STATE_DIR:-$REPO/.local/kafka-secure}"
+  CLIENT_LISTENER=SASL_SSL
+  PORT_VAR=KAFKA_SECURE_PORT
+  CONTROLLER_PORT_VAR=KAFKA_SECURE_CONTROLLER_PORT
+  DEFAULT_PORT=9192
+else
+  STATE="${KAFKA_STATE_DIR:-$REPO/.local/kafka}"
+  CLIENT_LISTENER=PLAINTEXT
+  PORT_VAR=KAFKA_PORT
+  CONTROLLER_PORT_VAR=KAFKA_CONTROLLER_PORT
+  DEFAULT_PORT=9092
+fi
+readonly SECURE STATE CLIENT_LISTENER PORT_VAR CONTROLLER_PORT_VAR DEFAULT_PORT
+readonly LIBS="$REPO/.local/kafka/libs" # shared by both modes
 readonly LIBS_MARKER="$LIBS/.kafka-version"
 readonly DATA="$STATE/data"
 readonly LOGS="$STATE/logs"
@@ -59,6 +93,9 @@ else
   JAVA=java
 fi
 readonly START_TIMEOUT STOP_TIMEOUT HEAP_OPTS EXTRA_JVM_OPTS JAVA
+AUTHORIZER_LOG_LEVEL=WARN
+((SECURE)) && AUTHORIZER_LOG_LEVEL=INFO # denied requests are logged at INFO
+readonly AUTHORIZER_LOG_LEVEL
 
 now_ms() { # milliseconds since the epoch
   if [[ -n "${EPOCHREALTIME:-}" ]]; then
@@ -122,32 +159,32 @@ running_pid() {
 
 # Port configured in server.properties (= the running broker's port).
 configured_port() {
-  local name=${1:-PLAINTEXT}
+  local name=${1:-$CLIENT_LISTENER}
   [[ -f "$PROPS" ]] || return 1
   sed -n "s|^listeners=.*${name}://[^,:]*:\([0-9]*\).*|\1|p" "$PROPS"
 }
 
-# The client port to use: KAFKA_PORT, else the running broker's, else 9092.
+# The client port to use: KAFKA_PORT (secure: KAFKA_SECURE_PORT), else the
+# running broker's, else 9092 (secure: 9192).
 effective_port() {
-  local port
-  if [[ -n "${KAFKA_PORT:-}" ]]; then
-    is_port_number "$KAFKA_PORT" || die "KAFKA_PORT must be a port number, got '$KAFKA_PORT'"
-    printf '%s\n' "$((10#$KAFKA_PORT))"
+  local port want="${!PORT_VAR:-}"
+  if [[ -n "$want" ]]; then
+    is_port_number "$want" || die "$PORT_VAR must be a port number, got '$want'"
+    printf '%s\n' "$((10#$want))"
   elif running_pid >/dev/null && port="$(configured_port)" && [[ -n "$port" ]]; then
     printf '%s\n' "$port"
   else
-    printf '9092\n'
+    printf '%s\n' "$DEFAULT_PORT"
   fi
 }
 
 effective_controller_port() {
-  local port=$1
-  if [[ -n "${KAFKA_CONTROLLER_PORT:-}" ]]; then
-    is_port_number "$KAFKA_CONTROLLER_PORT" ||
-      die "KAFKA_CONTROLLER_PORT must be a port number, got '$KAFKA_CONTROLLER_PORT'"
-    printf '%s\n' "$((10#$KAFKA_CONTROLLER_PORT))"
+  local port=$1 want="${!CONTROLLER_PORT_VAR:-}"
+  if [[ -n "$want" ]]; then
+    is_port_number "$want" || die "$CONTROLLER_PORT_VAR must be a port number, got '$want'"
+    printf '%s\n' "$((10#$want))"
   else
-    is_port_number "$((port + 1))" || die "KAFKA_PORT+1 is not a valid port; set KAFKA_CONTROLLER_PORT"
+    is_port_number "$((port + 1))" || die "$PORT_VAR+1 is not a valid port; set $CONTROLLER_PORT_VAR"
     printf '%s\n' "$((port + 1))"
   fi
 }
@@ -170,6 +207,16 @@ kafka_answers() {
     head -c 10 <&3 | od -An -v -tx1' "$HOST" "$1" 2>/dev/null)" || return 1
   reply="$(printf '%s' "$reply" | tr -d ' \n')"
   [[ "${reply:8}" == 000000010000 ]]
+}
+
+# True if the broker on port $1 serves: a plain ApiVersions answer, or (secure
+# mode, where that needs TLS and SASL) an open port once the log says it started.
+broker_answers() {
+  if ((SECURE)); then
+    port_open "$1"
+  else
+    kafka_answers "$1"
+  fi
 }
 
 # ------------------------------------------------------------------- setup ---
@@ -276,9 +323,100 @@ write_if_changed() { # write stdin to file $1 if its content differs; true if ch
   mv -f "$tmp" "$file"
 }
 
+# Secure mode: a word safe to put unquoted into JAAS and StorageTool syntax.
+plain_word() { [[ "$1" =~ ^[A-Za-z0-9_-]{1,128}$ ]]; }
+
+# "name=password ..." from the variable named $1, checked; prints "name password" lines.
+secure_users() {
+  local entry name pw
+  for entry in ${!1:-}; do
+    name=${entry%%=*}
+    pw=${entry#*=}
+    if ! { [[ "$entry" == *=* ]] && plain_word "$name" && plain_word "$pw"; }; then
+      die "$1: entries must be name=password of letters, digits, '-' and '_'"
+    fi
+    printf '%s %s\n' "$name" "$pw"
+  done
+}
+
+# server.properties of the secure broker: it holds passwords, so mode 600, and
+# written on every start (users and passwords may differ per run).
+write_secure_props() {
+  local port=$1 cport=$2 certs="${KAFKA_SECURE_CERT_DIR:-}" admin_pw="${KAFKA_SECURE_ADMIN_PASSWORD:-}"
+  local plain_users="" users name pw
+  [[ -n "$certs" && -f "$certs/ca.pem" && -f "$certs/broker.pem" ]] ||
+    die "KAFKA_SECURE_CERT_DIR must name a folder with ca.pem and broker.pem"
+  plain_word "$admin_pw" || die "KAFKA_SECURE_ADMIN_PASSWORD must be set (letters, digits, '-', '_')"
+  users="$(secure_users KAFKA_SECURE_PLAIN_USERS)" || exit 1
+  while read -r name pw; do
+    [[ -n "$name" ]] && plain_users+=" user_$name=\"$pw\""
+  done <<<"$users"
+  secure_users KAFKA_SECURE_SCRAM_USERS >/dev/null || exit 1 # fail now, not at format time
+  (
+    umask 077
+    cat >"$PROPS.tmp" <<PROPERTIES
+# Generated by scripts/kafka.sh (KAFKA_SECURE=1) on every start; holds passwords.
+# Clients: SASL_SSL (SCRAM-SHA-512 or PLAIN). Controller: SASL_PLAINTEXT/PLAIN on
+# loopback. The broker talks to itself and to its controller as the super user.
+process.roles=broker,controller
+node.id=$NODE_ID
+controller.quorum.bootstrap.servers=$HOST:$cport
+controller.listener.names=CONTROLLER
+listeners=SASL_SSL://$HOST:$port,CONTROLLER://$HOST:$cport
+advertised.listeners=SASL_SSL://$HOST:$port
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+sasl.mechanism.inter.broker.protocol=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin_pw" user_admin="$admin_pw"$plain_users;
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin_pw" user_admin="$admin_pw";
+ssl.keystore.type=PEM
+ssl.keystore.location=$certs/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$certs/ca.pem
+ssl.client.auth=requested
+ssl.endpoint.identification.algorithm=https
+ssl.enabled.protocols=TLSv1.3,TLSv1.2
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
+log.dirs=$DATA
+
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+delete.topic.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.num.partitions=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+num.recovery.threads.per.data.dir=1
+num.replica.fetchers=1
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=8388608
+PROPERTIES
+    mv -f "$PROPS.tmp" "$PROPS"
+  )
+  log "wrote $PROPS (SASL_SSL port $port, controller port $cport)"
+}
+
 write_configs() {
   local port=$1 cport=$2
-  if write_if_changed "$PROPS" <<EOF; then log "wrote $PROPS (client port $port, controller port $cport)"; fi
+  if ((SECURE)); then
+    write_secure_props "$port" "$cport"
+  elif write_if_changed "$PROPS" <<EOF; then log "wrote $PROPS (client port $port, controller port $cport)"; fi
 # Generated by scripts/kafka.sh on every start; edits here are overwritten.
 # Single-node KRaft broker+controller on loopback, tuned to start fast and small.
 process.roles=broker,controller
@@ -344,7 +482,7 @@ logger.statechange.level = WARN
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 logger.authorizer.name = kafka.authorizer.logger
-logger.authorizer.level = WARN
+logger.authorizer.level = $AUTHORIZER_LOG_LEVEL
 logger.storage.name = org.apache.kafka.storage.internals
 logger.storage.level = WARN
 logger.partition.name = kafka.cluster.Partition
@@ -378,6 +516,10 @@ EOF
 ensure_formatted() {
   local cluster_id meta="$DATA/meta.properties" have_id have_node
   cluster_id="$(tr -d '[:space:]' <"$CLUSTER_ID_FILE")"
+  if ((SECURE)); then
+    format_secure "$cluster_id"
+    return 0
+  fi
   if [[ -f "$meta" ]]; then
     have_id="$(sed -n 's/^cluster\.id=//p' "$meta" | tr -d '[:space:]')"
     have_node="$(sed -n 's/^node\.id=//p' "$meta" | tr -d '[:space:]')"
@@ -394,6 +536,23 @@ ensure_formatted() {
   log "formatting KRaft storage (cluster id $cluster_id) ..."
   if ! run_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$PROPS" \
     >"$LOGS/format.log" 2>&1; then
+    cat "$LOGS/format.log" >&2
+    die "formatting the storage failed"
+  fi
+}
+
+# Secure mode: a fresh storage on every start, with the SCRAM users in it.
+format_secure() {
+  local cluster_id=$1 users name pw scram=()
+  users="$(secure_users KAFKA_SECURE_SCRAM_USERS)" || exit 1
+  while read -r name pw; do
+    [[ -n "$name" ]] && scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$pw]")
+  done <<<"$users"
+  rm -rf "$DATA"
+  mkdir -p "$DATA"
+  log "formatting KRaft storage (cluster id $cluster_id, $((${#scram[@]} / 2)) SCRAM users) ..."
+  if ! run_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$PROPS" \
+    ${scram[@]+"${scram[@]}"} >"$LOGS/format.log" 2>&1; then
     cat "$LOGS/format.log" >&2
     die "formatting the storage failed"
   fi
@@ -447,7 +606,7 @@ wait_ready() {
       print_log_tail
       die "the broker exited during startup"
     fi
-    if [[ -n "$pid" ]] && grep -q 'Kafka Server started' "$SERVER_LOG" && kafka_answers "$port"; then
+    if [[ -n "$pid" ]] && grep -q 'Kafka Server started' "$SERVER_LOG" && broker_answers "$port"; then
       return 0
     fi
     if ((SECONDS >= deadline)); then
@@ -467,10 +626,10 @@ do_start() {
   [[ "$port" != "$cport" ]] || die "client and controller ports must differ (both $port)"
 
   if pid="$(running_pid)"; then
-    running_port="$(configured_port PLAINTEXT || true)"
+    running_port="$(configured_port || true)"
     running_cport="$(configured_port CONTROLLER || true)"
     if [[ "$running_port" == "$port" && "$running_cport" == "$cport" ]]; then
-      if ! kafka_answers "$port"; then
+      if ! broker_answers "$port"; then
         # e.g. a previous start was interrupted while waiting
         log "running (pid $pid) but not ready yet; waiting ..."
         wait_ready "$port"
@@ -485,7 +644,7 @@ do_start() {
 
   for p in "$port" "$cport"; do
     if port_open "$p"; then
-      die "port $HOST:$p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+      die "port $HOST:$p is already in use by another process (set $PORT_VAR / $CONTROLLER_PORT_VAR)"
     fi
   done
 
@@ -528,7 +687,7 @@ do_start() {
 do_status() {
   local pid port
   if pid="$(running_pid)"; then
-    port="$(configured_port PLAINTEXT || true)"
+    port="$(configured_port || true)"
     printf 'running at %s:%s (pid %s)\n' "$HOST" "${port:-?}" "$pid"
     return 0
   fi

@@ -27,6 +27,7 @@ from streams.engine.retry import RetryPolicy
 from streams.names import dlq_topic, processed_topic
 from streams.pipelines.base import Pipeline
 from streams.pipelines.orders import OrderEnricher
+from streams.security import faust_credentials, kafka_security
 from streams.serde.avro import AvroSerde
 from streams.serde.factory import registry_from_url
 from streams.settings import Settings
@@ -130,6 +131,7 @@ def create_app(
     app = PipelineApp(
         settings.pipeline,
         broker=";".join(f"kafka://{server}" for server in settings.bootstrap_list),
+        broker_credentials=faust_credentials(settings),  # TLS / SASL per settings (streams.security)
         datadir=str(settings.data_dir),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval,
@@ -154,7 +156,8 @@ def create_app(
         pipeline = pipeline_factory(settings, metrics)
         await pipeline.start()
         processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(settings.pipeline),
-                                 mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids)
+                                 mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids,
+                                 security=kafka_security(settings))
         processor = EventProcessor(
             pipeline, serde, pipeline_name=settings.pipeline, output_topic=settings.output_topic, retry=retry,
             processed_ids=processed, strict_key_order=settings.strict_key_order,
@@ -270,15 +273,16 @@ async def prepare_topics(settings: Settings) -> None:
     """Check the input exists; create the retry tiers (as many partitions) and the DLQ."""
     from streams.kafka.clients import ensure_topics, partition_count
 
-    partitions = await partition_count(settings.kafka_bootstrap_servers, settings.input_topic)
+    security = kafka_security(settings)
+    partitions = await partition_count(settings.kafka_bootstrap_servers, settings.input_topic, security=security)
     if not partitions:
         raise RuntimeError(f"input topic {settings.input_topic!r} does not exist on "
                            f"{settings.kafka_bootstrap_servers}; create it first (streams topics)")
     retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
     wanted = {topic: partitions for topic in retry.topics}
     wanted[dlq_topic(settings.pipeline)] = 1
-    await ensure_topics(settings.kafka_bootstrap_servers, wanted)
+    await ensure_topics(settings.kafka_bootstrap_servers, wanted, security=security)
     if settings.dedupe != "off":
         retention_ms = str(int(settings.dedupe_retention_hours * 3600 * 1000))
         await ensure_topics(settings.kafka_bootstrap_servers, {processed_topic(settings.pipeline): partitions},
-                            config={"cleanup.policy": "delete", "retention.ms": retention_ms})
+                            config={"cleanup.policy": "delete", "retention.ms": retention_ms}, security=security)

@@ -10,17 +10,37 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from streams.settings import Settings
+from streams.settings import Settings, register_settings_secrets
 
 
 def load_settings() -> Settings:
-    """Settings from the environment, or a clear message naming each bad setting."""
+    """Settings from the environment, or a clear message naming each bad setting.
+
+    Only the setting and pydantic's message are shown, never the rejected value (it may be a
+    secret). Every secret value is registered for redaction before anything can log it.
+    """
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        lines = [f"  {'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+                 for err in exc.errors(include_input=False)]
         raise click.ClickException("invalid settings:\n" + "\n".join(lines)) from None
+    except SettingsError as exc:  # a *_FILE secret that cannot be read, or a value and a file both set
+        raise click.ClickException(f"invalid settings:\n  {exc}") from None
+    register_settings_secrets(settings)
+    return settings
+
+
+def kafka_security_for(settings: Settings) -> dict[str, Any]:
+    """aiokafka kwargs for the configured Kafka security (TLS, SASL); a clear error if unusable."""
+    from streams.security import kafka_security
+
+    try:
+        return kafka_security(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def serde_for(settings: Settings) -> Any:
@@ -78,7 +98,7 @@ async def _produce(settings: Settings, topic: str, subject: str, records: list[d
     from streams.kafka.clients import producer
 
     serde = serde_for(settings)
-    async with producer(settings.kafka_bootstrap_servers) as client:
+    async with producer(settings.kafka_bootstrap_servers, security=kafka_security_for(settings)) as client:
         futures = [
             await client.send(topic, serde.encode(subject, r), key=str(r["customer_id"]).encode()) for r in records
         ]
@@ -100,7 +120,8 @@ def consume(topic: str | None, limit: int | None, idle: float) -> None:
     settings = load_settings()
     name = topic or settings.output_topic
     serde = serde_for(settings)
-    records = asyncio.run(read_records(settings.kafka_bootstrap_servers, [name], until=limit, idle_timeout=idle))
+    records = asyncio.run(read_records(settings.kafka_bootstrap_servers, [name], until=limit, idle_timeout=idle,
+                                       security=kafka_security_for(settings)))
     for record in records[:limit]:
         headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
         try:
@@ -169,7 +190,7 @@ def dlq_list(**criteria: Any) -> None:
 
     settings = load_settings()
     letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
-                                            _selection(**criteria)))
+                                            _selection(**criteria), security=kafka_security_for(settings)))
     for letter in letters:
         failed = letter.header(Header.FIRST_FAILURE_AT)
         when = datetime.fromtimestamp(int(failed) / 1000, UTC).isoformat(timespec="seconds") if failed else "?"
@@ -189,7 +210,8 @@ def dlq_show(ref: str) -> None:
 
     settings = load_settings()
     letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
-                                            DeadLetterFilter(refs=frozenset([ref]))))
+                                            DeadLetterFilter(refs=frozenset([ref])),
+                                            security=kafka_security_for(settings)))
     if not letters:
         raise click.ClickException(f"no dead letter at {ref}")
     letter = letters[0]
@@ -211,12 +233,13 @@ def dlq_replay(target: str | None, rate: float, dry_run: bool, **criteria: Any) 
     from streams.dlq import read_dead_letters, replay
 
     settings = load_settings()
+    security = kafka_security_for(settings)
 
     async def go() -> Any:
         letters = await read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
-                                          _selection(**criteria))
+                                          _selection(**criteria), security=security)
         return await replay(settings.kafka_bootstrap_servers, settings.pipeline, letters,
-                            target=target or settings.input_topic, rate=rate, dry_run=dry_run)
+                            target=target or settings.input_topic, rate=rate, dry_run=dry_run, security=security)
 
     report = asyncio.run(go())
     verb = "would replay" if dry_run else "replayed"
@@ -268,7 +291,7 @@ def topics(partitions: int) -> None:
 
     settings = load_settings()
     wanted = {settings.input_topic: partitions, settings.output_topic: partitions, dlq_topic(settings.pipeline): 1}
-    asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wanted))
+    asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wanted, security=kafka_security_for(settings)))
     click.echo("topics ready: " + ", ".join(wanted))
 
 

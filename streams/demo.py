@@ -60,6 +60,8 @@ async def _run(settings: Settings, bootstrap: str, count: int) -> int:
     poison = [b"this is not avro", struct.pack(">bI", 0, 999_999) + b"\x02x"]
     began = time.monotonic()
     async with SandboxServer() as sandbox:
+        products = await _load_catalog(bootstrap, sandbox.url, settings.products_topic)
+        print(f"catalog source: {products} products on {settings.products_topic}", flush=True)
         log_path = REPO_ROOT / ".local" / "demo-worker.log"
         log_path.unlink(missing_ok=True)
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STREAMS_CUSTOMERS_API_URL": sandbox.url,
@@ -160,7 +162,23 @@ def _percentile(values: list[float], pct: float) -> float:
     return values[min(len(values) - 1, round(pct / 100 * (len(values) - 1)))]
 
 
+async def _load_catalog(bootstrap: str, api_url: str, topic: str) -> int:
+    """Page the sandbox catalog into the products topic (a rerun resumes from its checkpoint)."""
+    from connectors.catalog import CatalogConnector
+    from connectors.http import HttpSettings
+    from connectors.sources.catalog import CatalogSource, CatalogSourceSettings
+
+    settings = CatalogSourceSettings(bootstrap_servers=bootstrap, topic=topic, checkpoint_topic=f"{topic}.checkpoints")
+    async with CatalogConnector(HttpSettings(base_url=api_url)) as catalog:
+        return (await CatalogSource(settings, catalog).run()).products
+
+
 def _describe(order: dict[str, Any]) -> str:
-    customer = order["customer"]
-    return (f"{order['order_id']}  {order['amount_cents'] / 100:>9.2f} {order['currency']}  "
-            f"customer {customer['customer_id']} {customer['name']} ({customer['tier']}, {customer['country']})")
+    customer, risk = order["customer"], order.get("risk") or {}
+    eur = order.get("amount_eur_cents")
+    first = (order.get("products") or [{}])[0].get("name", "?")
+    return (f"{order['order_id']}  {order['amount_cents'] / 100:>9.2f} {order['currency']}"
+            f" = {eur / 100 if eur is not None else float('nan'):>9.2f} EUR  "
+            f"{customer['name']} ({customer['tier']}, {customer['country']})  "
+            f"risk {risk.get('score')} {risk.get('band')}  {len(order.get('products') or [])} items: {first}"
+            f"{'  DEGRADED' if order.get('degraded') else ''}")

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -70,14 +72,16 @@ class DeadLetterFilter:
         )
 
 
-async def read_dead_letters(bootstrap: str, pipeline: str, selection: DeadLetterFilter) -> list[DeadLetter]:
+async def read_dead_letters(bootstrap: str, pipeline: str, selection: DeadLetterFilter, *,
+                            security: Mapping[str, Any] | None = None) -> list[DeadLetter]:
     """Every dead letter present now that matches, oldest first per partition."""
     topic = dlq_topic(pipeline)
-    ends = await end_offsets(bootstrap, topic)
+    ends = await end_offsets(bootstrap, topic, security=security)
     total = sum(ends.values())
     if not total:
         return []
-    records = await read_records(bootstrap, [topic], until=total, idle_timeout=5.0, deadline=120.0)
+    records = await read_records(bootstrap, [topic], until=total, idle_timeout=5.0, deadline=120.0,
+                                 security=security)
     letters = [
         DeadLetter(r.partition, r.offset, r.timestamp, r.key, r.value,
                    {k: v.decode("utf-8", "replace") for k, v in r.headers})
@@ -86,15 +90,16 @@ async def read_dead_letters(bootstrap: str, pipeline: str, selection: DeadLetter
     return [letter for letter in letters if selection.matches(letter)]
 
 
-async def replayed_refs(bootstrap: str, pipeline: str) -> set[str]:
+async def replayed_refs(bootstrap: str, pipeline: str, *, security: Mapping[str, Any] | None = None) -> set[str]:
     """The dead letters a previous replay already produced."""
     ledger = replay_ledger_topic(pipeline)
-    await ensure_topics(bootstrap, {ledger: 1}, config={"cleanup.policy": "compact"})
-    ends = await end_offsets(bootstrap, ledger)
+    await ensure_topics(bootstrap, {ledger: 1}, config={"cleanup.policy": "compact"}, security=security)
+    ends = await end_offsets(bootstrap, ledger, security=security)
     total = sum(ends.values())
     if not total:
         return set()
-    records = await read_records(bootstrap, [ledger], until=total, idle_timeout=5.0, deadline=60.0)
+    records = await read_records(bootstrap, [ledger], until=total, idle_timeout=5.0, deadline=60.0,
+                                 security=security)
     return {r.key.decode() for r in records if r.key is not None and r.value is not None}
 
 
@@ -107,11 +112,12 @@ class ReplayReport:
 
 
 async def replay(
-    bootstrap: str, pipeline: str, letters: list[DeadLetter], *, target: str, rate: float, dry_run: bool = False
+    bootstrap: str, pipeline: str, letters: list[DeadLetter], *, target: str, rate: float, dry_run: bool = False,
+    security: Mapping[str, Any] | None = None,
 ) -> ReplayReport:
     """Produce the selected dead letters to ``target`` at most ``rate`` per second, each once."""
     report = ReplayReport(selected=len(letters))
-    done = await replayed_refs(bootstrap, pipeline)
+    done = await replayed_refs(bootstrap, pipeline, security=security)
     todo = [letter for letter in letters if letter.ref not in done]
     report.skipped = len(letters) - len(todo)
     report.refs = [letter.ref for letter in todo]
@@ -120,7 +126,7 @@ async def replay(
     limiter = AsyncLimiter(max(rate, 1.0), 1.0)
     source = dlq_topic(pipeline)
     ledger = replay_ledger_topic(pipeline)
-    async with producer(bootstrap) as client:
+    async with producer(bootstrap, security=security) as client:
         for letter in todo:
             await limiter.acquire()
             headers = [(name, letter.headers[name].encode()) for name in _KEPT if name in letter.headers]

@@ -7,7 +7,8 @@ import time
 import uuid
 from typing import Any
 
-_SKUS = [f"SKU-{n:05d}" for n in range(1, 400)]
+# Products 1..400 of the sandbox's catalog (sandbox.catalog.product), so that lookups find them.
+_SKUS = [f"SKU-{n * 7919 % 1_000_000:06d}" for n in range(1, 401)]
 _CHANNELS = ("web", "mobile", "store")
 _CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
 _COUNTRIES = ("DE", "FR", "GB", "NL", "SE", "US", "CA", "JP")

@@ -7,9 +7,14 @@ except the broker address, which also answers to the conventional ``KAFKA_BOOTST
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import DotEnvSettingsSource
+
+from streams.secret_files import SecretFileSource, environment, secret_field_names
+from streams.telemetry.redaction import register_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +23,8 @@ class Settings(BaseSettings):
     """One pipeline worker's configuration."""
 
     model_config = SettingsConfigDict(
-        env_prefix="STREAMS_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="STREAMS_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True,
+        hide_input_in_errors=True,  # a rejected value may be a secret: errors name the setting only
     )
 
     kafka_bootstrap_servers: str = Field(
@@ -30,6 +36,13 @@ class Settings(BaseSettings):
     input_topic: str = Field(default="orders", description="Topic the pipeline consumes.")
     output_topic: str = Field(default="orders.enriched", description="Topic enriched records go to.")
     customers_api_url: str = Field(default="http://127.0.0.1:8080", description="Base URL of the customer API.")
+    risk_api_url: str | None = Field(default=None, description="Base URL of the risk API; unset: the customer API's.")
+    fx_api_url: str | None = Field(default=None, description="Base URL of the FX rates API; unset: the customer API's.")
+    enrich_with: str = Field(default="customers,risk,fx,products", pattern=r"^customers(,(risk|fx|products))*$",
+                             description="What the orders pipeline adds; customers is required.")
+    risk_batching: bool = Field(default=True, description="Score risk in micro-batches (else one call per event).")
+    risk_rate_limit: float | None = Field(default=None, gt=0, description="Risk API requests/s for the whole group.")
+    products_topic: str = Field(default="products", description="Topic the catalog source fills; read whole.")
     schema_registry_url: str | None = Field(
         default=None, description="Confluent-compatible Schema Registry URL; unset: the embedded schemas/."
     )
@@ -67,6 +80,81 @@ class Settings(BaseSettings):
     telemetry_host: str = Field(default="127.0.0.1")
     telemetry_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port.")
 
+    # Security (docs/security.md). Secrets are SecretStr, each also settable from a file named
+    # by <VARIABLE>_FILE; no default holds a credential.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How clients talk to the brokers.")
+    kafka_ssl_cafile: FilePath | None = Field(default=None, description="PEM CAs to trust (default: the system's).")
+    kafka_ssl_certfile: FilePath | None = Field(default=None, description="PEM client certificate chain (mTLS).")
+    kafka_ssl_keyfile: FilePath | None = Field(default=None, description="PEM private key of the client certificate.")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted key.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism with SASL_* protocols.")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user (the worker's principal).")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    customers_oauth_token_url: str | None = Field(
+        default=None, description="OAuth2 token endpoint; unset: <customers API URL>/oauth/token.")
+    customers_oauth_client_id: str | None = Field(default=None, description="OAuth2 client id; unset: no OAuth2.")
+    customers_oauth_client_secret: SecretStr | None = Field(default=None, description="OAuth2 client secret.")
+    customers_oauth_scope: str | None = Field(default="customers:read",
+                                              description="Scopes asked for, space-separated.")
+    customers_tls_cafile: FilePath | None = Field(default=None, description="PEM CAs to trust for the customer API.")
+    customers_tls_certfile: FilePath | None = Field(default=None, description="Client certificate (mTLS).")
+    customers_tls_keyfile: FilePath | None = Field(default=None, description="Key of the client certificate.")
+    customers_tls_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted key.")
+    max_record_bytes: int = Field(
+        default=512 * 1024, ge=1024, le=900_000,
+        description="Larger input values are dead-lettered unread (poison). At most 900,000: a dead letter "
+                    "carries the value, and the worker's producer sends requests of at most 1,000,000 bytes.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: arguments, then the environment (X, then X_FILE), then .env (likewise).
+        dotenv_variables = dotenv_settings.env_vars if isinstance(dotenv_settings, DotEnvSettingsSource) else {}
+        return (
+            init_settings,
+            env_settings,
+            SecretFileSource(settings_cls, environment(), "environment"),
+            dotenv_settings,
+            SecretFileSource(settings_cls, dotenv_variables, ".env file"),
+            file_secret_settings,
+        )
+
+    @model_validator(mode="after")
+    def _security_is_consistent(self) -> Self:
+        # mode="after": an error here shows no input (the raw values might be secrets)
+        protocol = self.kafka_security_protocol
+        tls = protocol in ("SSL", "SASL_SSL")
+        sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        problems = []
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            problems.append(f"STREAMS_KAFKA_SASL_USERNAME and STREAMS_KAFKA_SASL_PASSWORD are required with "
+                            f"STREAMS_KAFKA_SECURITY_PROTOCOL={protocol}")
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            problems.append(f"SASL credentials are set but STREAMS_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                            "SASL (SASL_SSL?)")
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile,
+                     self.kafka_ssl_key_password)
+        if not tls and any(v is not None for v in tls_files):
+            problems.append(f"STREAMS_KAFKA_SSL_* is set but STREAMS_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                            "TLS (SSL or SASL_SSL?)")
+        for name, cert, key in (("KAFKA_SSL", self.kafka_ssl_certfile, self.kafka_ssl_keyfile),
+                                ("CUSTOMERS_TLS", self.customers_tls_certfile, self.customers_tls_keyfile)):
+            if key is not None and cert is None:
+                problems.append(f"STREAMS_{name}_KEYFILE is set without STREAMS_{name}_CERTFILE")
+        if bool(self.customers_oauth_client_id) != bool(self.customers_oauth_client_secret):
+            problems.append("STREAMS_CUSTOMERS_OAUTH_CLIENT_ID and STREAMS_CUSTOMERS_OAUTH_CLIENT_SECRET go together")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap_is_host_port_list(cls, value: str) -> str:
@@ -96,3 +184,11 @@ class Settings(BaseSettings):
     @property
     def bootstrap_list(self) -> list[str]:
         return self.kafka_bootstrap_servers.split(",")
+
+
+def register_settings_secrets(settings: BaseSettings) -> None:
+    """Register every ``SecretStr`` value of the settings for redaction in logs and spans."""
+    for name in secret_field_names(type(settings)):
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())

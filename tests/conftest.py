@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.server import SandboxServer
+from sandbox.server import SandboxConfig, SandboxServer
 
 
 def _docker_engine_answers() -> bool:
@@ -51,8 +51,8 @@ def kafka_bootstrap() -> Iterator[str]:
 class SandboxThread:
     """The sandbox API on its own event loop in a thread, so blocking test code cannot stall it."""
 
-    def __init__(self, latency_ms: float = 0.0) -> None:
-        self.server = SandboxServer(latency_ms=latency_ms)
+    def __init__(self, latency_ms: float = 0.0, config: SandboxConfig | None = None) -> None:
+        self.server = SandboxServer(latency_ms=latency_ms, config=config)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sandbox", daemon=True)
 

@@ -18,6 +18,7 @@ import asyncio
 import enum
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,10 +33,12 @@ class DedupeMode(enum.StrEnum):
 
 
 class ProcessedIds:
-    def __init__(self, bootstrap: str, topic: str, *, mode: DedupeMode, max_ids: int = 200_000) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, mode: DedupeMode, max_ids: int = 200_000,
+                 security: Mapping[str, Any] | None = None) -> None:
         self.topic = topic
         self.mode = mode
         self._bootstrap = bootstrap
+        self._security = dict(security or {})  # aiokafka kwargs (streams.security.kafka_security)
         self._max_ids = max_ids
         self._ids: dict[int, OrderedDict[str, None]] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
@@ -75,7 +78,7 @@ class ProcessedIds:
 
     async def _load(self, partition: int) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", **self._security)
         await consumer.start()
         ids: OrderedDict[str, None] = OrderedDict()
         try:

@@ -1,21 +1,27 @@
-"""Plain aiokafka clients for the CLI, the demo and the tests (the worker uses Faust's)."""
+"""Plain aiokafka clients for the CLI, the demo and the tests (the worker uses Faust's).
+
+Each helper takes ``security``: the aiokafka kwargs ``streams.security.kafka_security(settings)``
+makes (TLS context, SASL); None talks PLAINTEXT.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 
-async def ensure_topics(bootstrap: str, partitions: dict[str, int], config: dict[str, str] | None = None) -> None:
+async def ensure_topics(bootstrap: str, partitions: dict[str, int], config: dict[str, str] | None = None,
+                        *, security: Mapping[str, Any] | None = None) -> None:
     """Create the topics that do not exist yet, and wait until their metadata is visible."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -36,9 +42,9 @@ async def ensure_topics(bootstrap: str, partitions: dict[str, int], config: dict
         await admin.close()
 
 
-async def partition_count(bootstrap: str, topic: str) -> int:
+async def partition_count(bootstrap: str, topic: str, *, security: Mapping[str, Any] | None = None) -> int:
     """How many partitions a topic has; 0 when it does not exist."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {}))
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()  # fresh metadata for a new topic
@@ -48,8 +54,10 @@ async def partition_count(bootstrap: str, topic: str) -> int:
 
 
 @asynccontextmanager
-async def producer(bootstrap: str, **config: object) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **config)  # type: ignore[arg-type]
+async def producer(bootstrap: str, *, security: Mapping[str, Any] | None = None,
+                   **config: object) -> AsyncIterator[AIOKafkaProducer]:
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,  # type: ignore[arg-type]
+                              **{**(security or {}), **config})
     await client.start()
     try:
         yield client
@@ -57,9 +65,9 @@ async def producer(bootstrap: str, **config: object) -> AsyncIterator[AIOKafkaPr
         await client.stop()
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def end_offsets(bootstrap: str, topic: str, *, security: Mapping[str, Any] | None = None) -> dict[int, int]:
     """The next offset of each partition of a topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {}))
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -81,6 +89,7 @@ async def read_records(
     until: int | None = None,
     idle_timeout: float = 5.0,
     deadline: float = 60.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read topics from the beginning (or ``start`` offsets) without a group.
 
@@ -88,7 +97,8 @@ async def read_records(
     seconds after the last record, or at ``deadline`` seconds, whichever comes first.
     """
     topics = list(topics)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                **(security or {}))
     await consumer.start()
     try:
         tps: list[TopicPartition] = []

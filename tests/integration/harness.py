@@ -19,6 +19,7 @@ from streams.serde import AvroSerde, EmbeddedRegistry
 from streams.worker_process import WorkerProcess
 
 SERDE = AvroSerde(EmbeddedRegistry.load())
+PRODUCTS_TOPIC = "streams-tests.products"  # filled once per session by tests/integration/conftest.py
 
 
 @dataclass
@@ -48,6 +49,7 @@ class PipelineUnderTest:
             "STREAMS_CUSTOMERS_API_URL": self.api_url,
             "STREAMS_DATA_DIR": str(self.workdir / f"worker-{index}"),
             "STREAMS_TELEMETRY_PORT": "0",
+            "STREAMS_PRODUCTS_TOPIC": PRODUCTS_TOPIC,
             "STREAMS_LOG_LEVEL": "info,aiokafka=warning",
             **extra_env,
         }

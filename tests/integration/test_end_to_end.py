@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import pytest
 
 from sandbox.customers import customer_for
+from sandbox.fx import rates_for
+from sandbox.risk import risk_score
 from streams.names import Header
 from streams.samples import sample_orders
 from tests.conftest import SandboxThread
@@ -41,6 +44,13 @@ async def test_every_event_is_enriched_exactly_once(
         assert enriched["items"] == order["items"]
         assert enriched["pipeline"] == pipeline.name
         assert record.key == order["customer_id"].encode()
+        expected_risk, _ = risk_score(order)
+        assert enriched["risk"] == {"score": expected_risk["score"], "band": expected_risk["band"], "source": "live"}
+        rate = Decimal(1) if order["currency"] == "EUR" else Decimal(rates_for(order["currency"])["rates"]["EUR"])
+        assert enriched["amount_eur_cents"] == int((order["amount_cents"] * rate).quantize(Decimal(1), ROUND_HALF_EVEN))
+        assert [p["sku"] for p in enriched["products"]] == [i["sku"] for i in order["items"]]
+        assert all(p["name"] != "unknown" and p["product_id"] for p in enriched["products"])
+        assert enriched["degraded"] is False and enriched["degraded_reasons"] == []
 
 
 async def test_undecodable_records_go_to_the_dlq_with_their_bytes_and_the_rest_flows(

@@ -27,6 +27,7 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CONNECTOR = "streams.connector"
 
 
 def _spans(log_text: str) -> list[dict[str, Any]]:
@@ -74,7 +75,7 @@ async def test_one_event_retried_once_is_traced_through_kafka_and_http(
         spans = _spans(worker.log_path.read_text())  # the exporter flushes at shutdown
 
     consume = [s for s in spans if s["kind"] == "SpanKind.CONSUMER"]
-    client = [s for s in spans if s["kind"] == "SpanKind.CLIENT"]
+    client = [s for s in spans if s["kind"] == "SpanKind.CLIENT" and s["attributes"].get(CONNECTOR) == "customers"]
     produce = [s for s in spans if s["kind"] == "SpanKind.PRODUCER"]
     assert [s["attributes"]["messaging.destination.name"] for s in consume] == [pipeline.input_topic, tier]
     assert [s["attributes"]["messaging.destination.name"] for s in produce] == [tier, pipeline.output_topic]

@@ -1,0 +1,72 @@
+"""The contenders, one place: what each is, and how to start it on a run's topics.
+
+Each runs in a child process of its own, so its CPU and memory can be measured alone and it
+never shares a GIL with the API server or the bench's producer and consumer.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.processes import CommandProcess, Contender
+from streams.names import dlq_topic
+from streams.worker_process import WorkerProcess
+
+
+@dataclass(frozen=True)
+class RunTopics:
+    """Where one run happens: its broker, topics, group and API; all names start with ``name``."""
+
+    name: str
+    bootstrap: str
+    input_topic: str
+    output_topic: str
+    api_url: str
+    workdir: Path
+
+
+@dataclass(frozen=True)
+class ContenderSpec:
+    key: str
+    title: str
+    calls_api: bool
+    start: Callable[[RunTopics], Contender]
+    dead_letter_topic: Callable[[RunTopics], str | None] = lambda run: None
+
+
+def _baseline(module: str) -> Callable[[RunTopics], Contender]:
+    def start(run: RunTopics) -> Contender:
+        command = [sys.executable, "-m", f"bench.baselines.{module}", "--bootstrap", run.bootstrap,
+                   "--input", run.input_topic, "--output", run.output_topic, "--group", run.name,
+                   "--api-url", run.api_url]
+        return CommandProcess(command, run.workdir / f"{run.name}.log").start()
+
+    return start
+
+
+def _ours(run: RunTopics) -> Contender:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": run.bootstrap,
+        "STREAMS_PIPELINE": run.name,
+        "STREAMS_INPUT_TOPIC": run.input_topic,
+        "STREAMS_OUTPUT_TOPIC": run.output_topic,
+        "STREAMS_CUSTOMERS_API_URL": run.api_url,
+        "STREAMS_DATA_DIR": str(run.workdir / run.name),
+    }
+    return WorkerProcess(env, run.workdir / f"{run.name}.log").start()
+
+
+CONTENDERS: dict[str, ContenderSpec] = {
+    spec.key: spec
+    for spec in (
+        ContenderSpec("B0", "raw aiokafka, decode+encode, no HTTP", calls_api=False, start=_baseline("raw")),
+        ContenderSpec("B1", "aiokafka + aiohttp, gather per batch, unordered", calls_api=True,
+                      start=_baseline("expert")),
+        ContenderSpec("B2", "naive Faust agent, await per event", calls_api=True, start=_baseline("naive_faust")),
+        ContenderSpec("ours", "streams worker (orders-enricher), defaults", calls_api=True, start=_ours,
+                      dead_letter_topic=lambda run: dlq_topic(run.name)),
+    )
+}
