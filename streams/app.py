@@ -193,6 +193,11 @@ def create_app(
         try:
             async for events in stream.noack_take(settings.batch_size, within=settings.batch_linger):
                 await engine.submit(events)  # noack_take yields the events themselves
+        except asyncio.CancelledError:
+            crashed = True
+            if engine.error is not None:  # the engine interrupted us: a produce failed (Engine._fail)
+                raise engine.error from None  # a crash with its reason (CrashingSupervisor), not a cancel
+            raise
         except BaseException:
             crashed = True  # the worker stops (CrashingSupervisor); uncommitted events come again
             raise

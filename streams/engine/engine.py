@@ -94,6 +94,8 @@ class Engine(Generic[H]):
         self.processor = processor
         self._pipeline = pipeline
         self._metrics = metrics
+        if metrics is not None:
+            processor.on_duplicate = lambda: metrics.duplicate_detected("processed-ids")
         self._processed = processed_ids if processed_ids is not None and processed_ids.enabled else None
         self._port = port
         self._tracker: OffsetTracker[H] = OffsetTracker()
@@ -110,12 +112,15 @@ class Engine(Generic[H]):
         self.breaker_paused_since: float | None = None  # loop time consumption paused for a breaker
         self.generation = 0
         self.error: BaseException | None = None
+        self._feeder: asyncio.Task[Any] | None = None
         self.acked = 0
         self.released = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The task that starts the engine is the one that feeds it (the agent): _fail wakes it.
+        self._feeder = asyncio.current_task()
         self._scheduler.start()
         if self._ack_task is None:
             self._ack_task = asyncio.create_task(self._ack_loop(), name="engine-acks")
@@ -269,6 +274,13 @@ class Engine(Generic[H]):
             log.error("producing to %s failed: %s: %s; stopping acknowledgements so nothing is "
                       "committed past this event (%s)", outbound.topic, type(exc).__name__, exc, outbound.event_id)
             self.error = EngineStopped(f"producing to {outbound.topic} failed: {type(exc).__name__}: {exc}")
+            # The feeder sees self.error only in its next submit(); with an idle input there is
+            # none, and the worker would sit there forever holding its partitions. Interrupt it:
+            # it raises self.error (see streams.app) and the worker stops. Nothing is lost:
+            # acknowledgements stopped above, so nothing past this event is committed.
+            feeder = self._feeder
+            if feeder is not None and feeder is not asyncio.current_task() and not feeder.done():
+                feeder.cancel("engine stopped: a produce failed")
 
     def _raise_if_failed(self) -> None:
         error = self.error or self._scheduler.error

@@ -8,7 +8,7 @@ scheduler's lanes), which the strict-order parking relies on.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from connectors.context import current_event_id
@@ -81,6 +81,7 @@ class EventProcessor:
         self._processed = processed_ids
         self._parking = KeyParking() if strict_key_order else None
         self.stats = ProcessingStats()
+        self.on_duplicate: Callable[[], None] | None = None  # told of each duplicate found
 
     async def process(self, record: InboundRecord) -> OutboundRecord | None:
         self.stats.processed += 1
@@ -91,6 +92,8 @@ class EventProcessor:
         event_id = event_id_of(record, event)
         if self._processed is not None and self._processed.seen(origin_partition(record), event_id):
             self.stats.duplicates += 1
+            if self.on_duplicate is not None:
+                self.on_duplicate()
             if self._processed.mode is DedupeMode.DROP:
                 self.stats.dropped_duplicates += 1
                 return None

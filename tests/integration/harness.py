@@ -198,3 +198,12 @@ async def set_faults(api_url: str, endpoint: str, spec: dict[str, Any] | None) -
         else:
             async with session.put(f"{api_url}/admin/faults/{endpoint}", json=spec) as response:
                 assert response.status < 300, await response.text()
+
+
+def telemetry_url(worker: WorkerProcess) -> str:
+    """Where a worker serves /metrics, /healthz and /readyz (it logs the port it bound)."""
+    import re
+
+    found = re.findall(r"telemetry server on (http://127\.0\.0\.1:\d+)", worker.log_path.read_text(errors="replace"))
+    assert found, "the worker has not started its telemetry server"
+    return found[-1]

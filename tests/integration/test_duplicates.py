@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from streams.samples import sample_orders
+from streams.telemetry.testing import scrape
 from tests.conftest import SandboxThread
-from tests.integration.harness import TopicCollector, committed_offsets, pipeline_under_test, wait_for
+from tests.integration.harness import (
+    TopicCollector,
+    committed_offsets,
+    pipeline_under_test,
+    telemetry_url,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +40,8 @@ async def test_redelivered_events_are_counted_and_dropped_in_drop_mode(
         await pipeline.produce(orders)  # the same events again, as a producer retry or a replay would
         with pipeline.worker(1, STREAMS_DEDUPE="drop") as dropping:
             await wait_for(lambda: _at_least(committed, 600), deadline=60, what="duplicates consumed")
+            samples = await scrape(telemetry_url(dropping) + "/metrics")
+        assert sum(v for k, v in samples.items() if k.startswith("streams_events_duplicates_total")) == 300
         assert len(seen.records) == 300
         assert re.search(r"duplicates 300 \(dropped 300\)", dropping.log_path.read_text()), dropping.log_tail()
 

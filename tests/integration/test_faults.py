@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.kafka.clients import ensure_topics
 from streams.names import Header, retry_topic
 from streams.samples import sample_orders
 from tests.conftest import SandboxThread
@@ -97,13 +98,16 @@ async def test_dead_letters_replayed_after_the_fault_is_fixed_reach_the_output_o
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "STREAMS_PIPELINE": pipeline.name,
            "STREAMS_INPUT_TOPIC": pipeline.input_topic}
 
-    async def replay() -> str:
+    async def cli(*args: str) -> str:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "streams", "dlq", "replay", "--kind", "permanent", "--rate", "500",
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            sys.executable, "-m", "streams", *args, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
         output, _ = await process.communicate()
         assert process.returncode == 0, output.decode()
         return output.decode()
+
+    async def replay() -> str:
+        return await cli("dlq", "replay", "--kind", "permanent", "--rate", "500")
 
     async with TopicCollector(kafka_bootstrap, [pipeline.output_topic, pipeline.dlq]) as seen:
         with pipeline.worker(0) as worker:
@@ -111,6 +115,8 @@ async def test_dead_letters_replayed_after_the_fault_is_fixed_reach_the_output_o
             dead = {headers_of(r)[Header.EVENT_ID] for r in seen.on(pipeline.dlq)}
             assert dead, "the 5% fault should have dead-lettered some events"
             await set_faults(fault_sandbox.url, "customers", None)
+            listing = await cli("dlq", "list", "--kind", "permanent", "--status", "404")
+            assert all(event_id in listing for event_id in dead), listing
             first, second = await replay(), await replay()
             await seen.wait_until(lambda r: len(r) >= len(orders) + len(dead), deadline=120, what="replayed")
             await asyncio.sleep(3)  # time for a duplicate to show, were there one
@@ -124,3 +130,32 @@ async def test_dead_letters_replayed_after_the_fault_is_fixed_reach_the_output_o
     replayed = [headers_of(r) for r in seen.on(pipeline.output_topic) if headers_of(r)[Header.EVENT_ID] in dead]
     assert all(h[Header.ORIGIN_TOPIC] == pipeline.input_topic for h in replayed)
     print(f"\n{len(dead)} dead letters replayed once; second replay skipped them all")
+
+
+async def test_with_strict_key_order_later_events_of_a_key_wait_behind_its_retry(
+    kafka_bootstrap: str, fault_sandbox: SandboxThread, unique: str, tmp_path: Path
+) -> None:
+    pipeline = pipeline_under_test(kafka_bootstrap, fault_sandbox.url, unique, tmp_path)
+    await pipeline.create_topics(partitions=1)
+    tier = retry_topic(pipeline.name, "2s")
+    await ensure_topics(kafka_bootstrap, {tier: 1})
+    orders = sample_orders(10, customers=1)  # one customer: one key
+    first, later = orders[0], orders[1:]
+    await set_faults(fault_sandbox.url, "customers", {"outages": [{"start_s": 0, "duration_s": None, "status": 503}]})
+
+    async with TopicCollector(kafka_bootstrap, [pipeline.output_topic, tier]) as seen:
+        with pipeline.worker(0, STREAMS_STRICT_KEY_ORDER="true", STREAMS_RETRY_DELAYS="2s",
+                             STREAMS_HTTP_MAX_ATTEMPTS="1", STREAMS_ENRICH_WITH="customers") as worker:
+            await pipeline.produce([first])
+            await seen.wait_until(lambda r: len(seen.on(tier)) == 1, deadline=60, what="the first event retrying")
+            await set_faults(fault_sandbox.url, "customers", None)  # the API is back for everything after
+            await pipeline.produce(later)
+            await seen.wait_until(lambda r: len(seen.on(pipeline.output_topic)) == len(orders), deadline=60,
+                                  what="all ten events enriched")
+            assert worker.alive, worker.log_tail()
+
+    assert [headers_of(r)[Header.EVENT_ID] for r in seen.on(pipeline.output_topic)] == [o["event_id"] for o in orders]
+    parked = [headers_of(r) for r in seen.on(tier) if Header.PARKED_BEHIND in headers_of(r)]
+    assert [h[Header.EVENT_ID] for h in parked] == [o["event_id"] for o in later]
+    assert {h[Header.PARKED_BEHIND] for h in parked} == {first["event_id"]}
+    print(f"\nstrict order: {len(parked)} later events parked behind the retrying one; output in input order")

@@ -57,6 +57,9 @@ async def test_three_workers_hold_the_group_limit(
           f"{degraded} of {len(orders)} enriched with the fallback score")
     assert not dead
     assert accepted_rate >= 0.95 * R
+    keys = [r.headers.get("Idempotency-Key") for r in stats.of("risk")]  # a state-changing call: keyed
+    assert keys and all(k is not None and k.endswith(":risk-score") for k in keys)
+    assert {k.removesuffix(":risk-score") for k in keys if k} <= {o["event_id"] for o in orders}
     if limiter_rate == R:
         assert throttled == 0
     else:
