@@ -126,6 +126,7 @@ class HttpConnector:
         "_allowed",
         "_base",
         "_call_observers",
+        "_deprecation_observers",
         "_header_hooks",
         "_policy",
         "_scheme",
@@ -134,6 +135,7 @@ class HttpConnector:
         "auth",
         "breaker",
         "calls",
+        "deprecated_responses",
         "limiter",
         "name",
         "retries",
@@ -166,6 +168,8 @@ class HttpConnector:
         self._session: aiohttp.ClientSession | None = None
         self._call_observers: list[Callable[[CallOutcome], None]] = []
         self._header_hooks: list[Callable[[dict[str, str]], None]] = []
+        self._deprecation_observers: list[Callable[[str], None]] = []
+        self.deprecated_responses: dict[str, int] = {}  # "<METHOD> <route>" → answers announcing deprecation
         #: calls, attempts and retries so far (for tests and metrics)
         self.calls = 0
         self.attempts = 0
@@ -389,12 +393,28 @@ class HttpConnector:
             if breaker is not None and permit is not None:
                 breaker.record(permit, seconds, None)
             self._observe(method, route, response.status, seconds, attempt)
+            if "Deprecation" in response.headers or "Sunset" in response.headers:
+                self._deprecated(method, route, response.headers)
             if self.limiter is not None:
                 self.limiter.on_success()
             return response
         finally:
             if breaker is not None and permit is not None:
                 breaker.release(permit)
+
+    def _deprecated(self, method: str, route: str, headers: Mapping[str, str]) -> None:
+        """The API announced that this route goes away: say so once per route, count every answer."""
+        key = f"{method} {route}"
+        self.deprecated_responses[key] = self.deprecated_responses.get(key, 0) + 1
+        if self.deprecated_responses[key] == 1:
+            log.warning("connector %s: the API deprecates %s (Deprecation: %s, Sunset: %s); plan the move to "
+                        "its successor", self.name, key, headers.get("Deprecation", "-"), headers.get("Sunset", "-"))
+        for observer in self._deprecation_observers:
+            observer(key)
+
+    def add_deprecation_observer(self, observer: Callable[[str], None]) -> None:
+        """Called with ``"<METHOD> <route>"`` for every answer that announces deprecation."""
+        self._deprecation_observers.append(observer)
 
     def _observe(self, method: str, route: str, status: int | str, seconds: float, attempt: int) -> None:
         if self._call_observers:
@@ -455,6 +475,12 @@ class HttpConnector:
                     raise PermanentError(
                         f"{self.name}: HTTP {status} from {response.url.path}", connector=self.name, status=status
                     )
+                if status != 204 and not _is_json_type(response.content_type):
+                    # refused before reading: an HTML error page or a download is not an answer
+                    raise PermanentError(
+                        f"{self.name}: response from {response.url.path} is {response.content_type[:60]!r}, "
+                        "not JSON", connector=self.name, status=status,
+                    )
                 body = await self._read_capped(response)
                 response_headers = response.headers
                 final_url = str(response.url)
@@ -509,6 +535,12 @@ def _status_word(exc: Exception) -> int | str:
     if isinstance(cause, aiohttp.ClientError):
         return "connection_error"
     return "error"
+
+
+def _is_json_type(content_type: str) -> bool:
+    """``application/json`` and its relatives (``application/problem+json``, ``text/json``)."""
+    kind = content_type.lower()
+    return kind.endswith("/json") or kind.endswith("+json")
 
 
 def _port(scheme: str, port: int | None) -> int:

@@ -8,13 +8,14 @@ from streams.telemetry.metrics import PipelineMetrics
 
 
 def observe_connector(connector: ApiConnector, metrics: PipelineMetrics) -> None:
-    """Call latency by status, breaker state and transitions, limiter waits."""
+    """Call latency by status, deprecation notices, breaker state and transitions, limiter waits."""
     own = metrics.connector(connector.name)
 
     def on_call(outcome: CallOutcome) -> None:
         own.call(outcome.status, outcome.seconds)
 
     connector.http.add_call_observer(on_call)
+    connector.http.add_deprecation_observer(own.deprecated_response)
     connector.breaker.add_listener(own.on_breaker_transition)
     own.breaker_state(connector.breaker.state.value)
     if connector.limiter is not None:

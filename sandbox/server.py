@@ -39,9 +39,10 @@ from sandbox.catalog import page as catalog_page
 from sandbox.customers import customer_for
 from sandbox.faults import FaultInjector, FaultSpec, error_response, retry_after_header
 from sandbox.fx import rates_for
-from sandbox.oauth import TokenIssuer, unauthorized
+from sandbox.oauth import TokenIssuer, insufficient_scope, unauthorized
 from sandbox.risk import MAX_BATCH, TokenBucket, risk_score
 
+CUSTOMERS_SCOPE = "customers:read"
 ENDPOINTS = ("token", "customers", "risk", "risk_batch", "fx", "products")
 _RECORDED_HEADERS = ("X-Request-Id", "Idempotency-Key", "traceparent")
 
@@ -53,6 +54,8 @@ class SandboxConfig:
     """How the sandbox behaves; everything has a default that keeps the demo working.
 
     oauth_clients: client id → secret; when set, the customer lookup needs a bearer token.
+    oauth_scopes: client id → scopes it may be granted; when set, the customer lookup needs a
+        token with ``customers:read`` (403 ``insufficient_scope`` otherwise).
     token_ttl: seconds an access token is valid.
     risk_api_key: when set, the risk endpoints need it in ``X-API-Key``.
     risk_rate / risk_burst: the risk API's limit (requests/s, burst) over all callers.
@@ -61,9 +64,11 @@ class SandboxConfig:
     catalog_size / catalog_max_page: products in the catalog, largest page.
     seed: seeds the fault draws, for repeatable runs.
     faults: endpoint → fault spec (see ``sandbox.faults``), in force from the start.
+    deprecated: endpoint → Sunset date; its answers then announce ``Deprecation`` and ``Sunset``.
     """
 
     oauth_clients: Mapping[str, str] | None = field(default=None, repr=False)
+    oauth_scopes: Mapping[str, tuple[str, ...]] | None = None
     token_ttl: float = 3600.0
     risk_api_key: str | None = field(default=None, repr=False)
     risk_rate: float = 200.0
@@ -74,6 +79,7 @@ class SandboxConfig:
     catalog_max_page: int = 100
     seed: int | None = None
     faults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    deprecated: Mapping[str, str] = field(default_factory=dict)  # endpoint → Sunset HTTP date
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +133,7 @@ def build_app(
     app[FAULTS] = faults = FaultInjector(random.Random(config.seed))
     for endpoint, spec in config.faults.items():
         faults.set(_known(endpoint), FaultSpec.parse(dict(spec)))
-    issuer = TokenIssuer(config.oauth_clients or {}, config.token_ttl)
+    issuer = TokenIssuer(config.oauth_clients or {}, config.token_ttl, config.oauth_scopes)
     app[ISSUER] = issuer
     latency = latency_ms / 1000.0
     risk_limit = TokenBucket(config.risk_rate, config.risk_burst)
@@ -148,6 +154,10 @@ def build_app(
             if early is not None:
                 return early
             response = await handler(request)
+            sunset = config.deprecated.get(endpoint)
+            if sunset is not None:  # RFC 9745 Deprecation, RFC 8594 Sunset
+                response.headers["Deprecation"] = "@1767225600"
+                response.headers["Sunset"] = sunset
             if isinstance(response, web.Response):
                 return await faults.deliver(endpoint, request, response)
             return response
@@ -173,6 +183,9 @@ def build_app(
             stats.traceparents.append(request.headers["traceparent"])
         if config.oauth_clients is not None and not issuer.valid(request.headers.get("Authorization")):
             return unauthorized()
+        if config.oauth_clients is not None and not issuer.allows(request.headers.get("Authorization"),
+                                                                  CUSTOMERS_SCOPE):
+            return insufficient_scope(CUSTOMERS_SCOPE)
         customer = customer_for(request.match_info["customer_id"])
         if customer is None:
             return web.json_response({"error": "customer not found"}, status=404)

@@ -32,6 +32,7 @@ What Prometheus sees (every series also has ``pipeline``):
 | streams_connector_breaker_transitions_total | counter | connector, from, to |
 | streams_connector_limiter_wait_seconds | histogram | connector |
 | streams_connector_cache_lookups_total | counter | connector, result (hit, miss, stale) |
+| streams_connector_deprecated_responses_total | counter | connector, route (answers announcing Deprecation/Sunset) |
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class MetricName:
     BREAKER_TRANSITIONS = "streams.connector.breaker.transitions"
     LIMITER_WAIT = "streams.connector.limiter.wait"
     CACHE_LOOKUPS = "streams.connector.cache.lookups"
+    DEPRECATED_RESPONSES = "streams.connector.deprecated_responses"
 
 
 class BreakerTransitionLike(Protocol):
@@ -166,6 +168,8 @@ class PipelineMetrics:
             MetricName.BREAKER_TRANSITIONS, "{transition}", "Circuit breaker state changes"
         )
         self._cache_lookups = meter.create_counter(MetricName.CACHE_LOOKUPS, "{lookup}", "Connector cache lookups")
+        self._deprecated = meter.create_counter(MetricName.DEPRECATED_RESPONSES, "{response}",
+                                                "API answers announcing that the route is deprecated")
         self._in_flight = self._gauge(MetricName.IN_FLIGHT, "{event}", "Events being processed now")
         self._retry_held = self._gauge(MetricName.RETRY_HELD, "{event}", "Retry records held until due")
         self._lag = self._gauge(MetricName.CONSUMER_LAG, "{message}", "Messages behind the end of the partition")
@@ -319,6 +323,10 @@ class ConnectorMetrics:
 
     def cache(self, result: CacheResult) -> None:
         self._metrics._cache_lookups.add(1, {**self._labels, "result": result})
+
+    def deprecated_response(self, route: str) -> None:
+        """The API answered this route with a ``Deprecation`` or ``Sunset`` header."""
+        self._metrics._deprecated.add(1, {**self._labels, "route": route})
 
     def cache_hit(self) -> None:
         self.cache("hit")
