@@ -168,8 +168,12 @@ class OAuth2ClientCredentials:
                         status=status,
                     )
                 if status != 200:
+                    reason = await _oauth_error(response)
+                    asked = f"; asked for scope {s.scope!r}" if s.scope and reason == "invalid_scope" else ""
                     raise PermanentError(
-                        f"{self.connector}: token endpoint refused the client credentials (HTTP {status})",
+                        f"{self.connector}: token endpoint refused "
+                        f"{'the client credentials' if status == 401 else 'the request'} (HTTP {status}"
+                        f"{' ' + reason if reason else ''}{asked})",
                         connector=self.connector,
                         status=status,
                     )
@@ -208,6 +212,16 @@ class OAuth2ClientCredentials:
         return token, float(lifetime)
 
 
+async def _oauth_error(response: aiohttp.ClientResponse) -> str:
+    """The RFC 6749 §5.2 ``error`` code of a refusal (``invalid_scope``...), if it is a plain word."""
+    try:
+        body = await response.content.read(4096)
+        code = json.loads(body).get("error")
+    except (ValueError, AttributeError, aiohttp.ClientError, TimeoutError):
+        return ""
+    return code if isinstance(code, str) and code.replace("_", "").isalpha() and len(code) <= 40 else ""
+
+
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
     """TLS for a connector: whom to trust, and the client certificate for mTLS.
@@ -215,6 +229,7 @@ class TlsSettings:
     ca_file: PEM bundle of the CAs to trust (default: the system's).
     cert_file / key_file: the client certificate chain and its key (mTLS); key_password if encrypted.
     check_hostname: verify the server's name against its certificate (keep it on).
+    minimum_version: the oldest TLS version accepted; 1.2 at least (older ones are refused here).
     """
 
     ca_file: str | None = None
@@ -222,10 +237,16 @@ class TlsSettings:
     key_file: str | None = None
     key_password: SecretStr | None = None
     check_hostname: bool = True
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+
+    def __post_init__(self) -> None:
+        if self.minimum_version < ssl.TLSVersion.TLSv1_2:
+            raise ValueError(f"TLS minimum_version must be TLS 1.2 or later, not {self.minimum_version.name}")
 
     def ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.ca_file)
         context.check_hostname = self.check_hostname
+        context.minimum_version = self.minimum_version
         if self.cert_file:
             password = self.key_password.get_secret_value() if self.key_password else None
             try:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
 from faust.types import TP, EventT, StreamT
 from mode.supervisors import CrashingSupervisor
 
@@ -24,6 +25,8 @@ from streams.engine.engine import Engine
 from streams.engine.processor import EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord, headers_from_kafka
 from streams.engine.retry import RetryPolicy
+from streams.engine.routing import admit_headers
+from streams.kafka.clients import partition_count
 from streams.names import dlq_topic, processed_topic
 from streams.pipelines.base import Pipeline
 from streams.pipelines.orders import OrderEnricher
@@ -57,10 +60,13 @@ class PipelineApp(faust.App):
 class FaustPort:
     """The engine's view of Faust: records, produce, ack, release, pause and resume."""
 
-    def __init__(self, app: faust.App, stream: StreamT[bytes], topics: set[str]) -> None:
+    def __init__(self, app: faust.App, stream: StreamT[bytes], topics: set[str],
+                 retry_topics: frozenset[str] = frozenset()) -> None:
         self._app = app
         self._stream = stream
         self._topics = topics
+        self._fenced_generation: int | None = None
+        self._retry_topics = retry_topics  # only their records may carry hop headers (admit_headers)
 
     def record_of(self, handle: EventT) -> InboundRecord:
         message = handle.message
@@ -71,7 +77,8 @@ class FaustPort:
             timestamp_ms=int(message.timestamp * 1000),
             key=message.key,
             value=message.value,
-            headers=headers_from_kafka(message.headers),
+            headers=admit_headers(headers_from_kafka(message.headers),
+                                  from_retry_tier=message.topic in self._retry_topics),
         )
 
     def partition_of(self, handle: EventT) -> Hashable:
@@ -79,8 +86,18 @@ class FaustPort:
         return TP(message.topic, message.partition)  # Faust's own type: pause/resume insist on it
 
     def is_stale(self, handle: EventT) -> bool:
+        # Events Faust hands over between the start of a rebalance and the new assignment still
+        # carry the old generation, which is current until the assignment: processing them
+        # would put acks beyond the committed offset into the new generation, and Faust commits
+        # from the first ack it holds, skipping what lies between. Faust delivers them again.
         generation = handle.message.generation_id
-        return generation is not None and generation != self._app.consumer_generation_id
+        if generation is None:
+            return False
+        fenced = self._fenced_generation is not None and generation <= self._fenced_generation
+        return fenced or generation != self._app.consumer_generation_id
+
+    def fence(self) -> None:
+        self._fenced_generation = self._app.consumer_generation_id
 
     async def send(self, record: OutboundRecord) -> Awaitable[Any]:
         return await self._app.producer.send(
@@ -99,29 +116,37 @@ class FaustPort:
         """The assigned partitions of the agent's topics (input and retry tiers)."""
         return [TP(tp.topic, tp.partition) for tp in self._app.consumer.assignment() if tp.topic in self._topics]
 
+    # Pausing goes to the aiokafka consumer itself, on Faust's consumer thread: it stops fetching
+    # the partition and drops what it fetched but had not returned, to fetch it again on resume.
+    # Faust's own pause_partitions is not used: its fetch loop silently skips records of a
+    # partition paused while it iterates a fetched batch, and later treats the skipped offsets
+    # as a gap it may commit past -- a loss.
     def pause(self, partition: Hashable) -> None:
-        self._app.consumer.pause_partitions([cast(TP, partition)])  # made by partition_of
+        self._in_consumer_thread(self._pause_fetching, partition)
 
     def resume(self, partition: Hashable) -> None:
-        task = asyncio.ensure_future(self._seek_and_resume(cast(TP, partition)))
-        task.add_done_callback(_log_resume_failure)
+        self._in_consumer_thread(self._resume_fetching, partition)
 
-    async def _seek_and_resume(self, tp: TP) -> None:
-        # Faust's fetch loop silently skips records of a partition paused while it iterates a
-        # fetched batch, and later treats the skipped offsets as a gap it may commit past. So
-        # resume from the record after the last one Faust handed to the stream.
-        consumer = self._app.consumer
-        if tp not in consumer.assignment():
-            return
-        last = consumer._read_offset.get(tp)
-        if last is not None:
-            await consumer.seek(tp, last + 1)
-        consumer.resume_partitions([tp])
+    def _in_consumer_thread(self, action: Callable[[TopicPartition], Awaitable[None]], partition: Hashable) -> None:
+        tp = cast(TP, partition)
+        thread = self._app.consumer._thread
+        task = asyncio.ensure_future(thread.call_thread(action, TopicPartition(tp.topic, tp.partition)))
+        task.add_done_callback(_log_pause_failure)
+
+    async def _pause_fetching(self, tp: TopicPartition) -> None:  # on the consumer thread's loop
+        consumer = self._app.consumer._thread._ensure_consumer()
+        if tp in consumer.assignment():
+            consumer.pause(tp)
+
+    async def _resume_fetching(self, tp: TopicPartition) -> None:  # on the consumer thread's loop
+        consumer = self._app.consumer._thread._ensure_consumer()
+        if tp in consumer.assignment():
+            consumer.resume(tp)
 
 
-def _log_resume_failure(task: asyncio.Future[None]) -> None:
+def _log_pause_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("could not resume a retry partition: %r", task.exception())
+        log.error("could not pause or resume a partition: %r", task.exception())
 
 
 def create_app(
@@ -161,10 +186,11 @@ def create_app(
         processor = EventProcessor(
             pipeline, serde, pipeline_name=settings.pipeline, output_topic=settings.output_topic, retry=retry,
             processed_ids=processed, strict_key_order=settings.strict_key_order,
+            max_record_bytes=settings.max_record_bytes,
         )
         engine: Engine[EventT] = Engine(
             processor,
-            FaustPort(app, stream, {settings.input_topic, *retry.topics}),
+            FaustPort(app, stream, {settings.input_topic, *retry.topics}, frozenset(retry.topics)),
             max_in_flight=settings.max_in_flight,
             max_buffered=settings.max_buffered,
             drain_deadline=settings.drain_deadline,
@@ -175,8 +201,11 @@ def create_app(
         await engine.start()
         app.engine = engine
 
+        total_input = await partition_count(settings.kafka_bootstrap_servers, settings.input_topic,
+                                            security=kafka_security(settings))
+
         async def share_rate_limits(sender: object, assigned: set[TP], **_: object) -> None:
-            total = app.consumer.topic_partitions(settings.input_topic) or 0
+            total = app.consumer.topic_partitions(settings.input_topic) or total_input
             owned = sum(1 for tp in assigned if tp.topic == settings.input_topic)
             if total:
                 pipeline.on_assignment(owned, total)

@@ -30,7 +30,7 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         return None
     password = settings.kafka_ssl_key_password
     try:
-        context = create_ssl_context(  # check_hostname=True, CERT_REQUIRED (aiokafka's helper)
+        context: ssl.SSLContext = create_ssl_context(  # check_hostname=True, CERT_REQUIRED (aiokafka's helper)
             cafile=settings.kafka_ssl_cafile,
             certfile=settings.kafka_ssl_certfile,
             keyfile=settings.kafka_ssl_keyfile,

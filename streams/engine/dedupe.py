@@ -10,12 +10,20 @@ without calling the APIs or producing again.
 The id is written after the output is acknowledged, not atomically with it: a crash between
 the two lets one duplicate through undetected. Kafka transactions would close that window at
 a throughput cost; this is the cheap, bounded-memory detector.
+
+Ids are written in batches (``marker``): one record per input partition holds the ids of the
+events acknowledged in the last ``MARKER_LINGER`` seconds (at most ``MARKER_BATCH``), a JSON
+array in the value, instead of one record per event, which cost a produce per event. So the
+window above is that linger wide: a crash up to ~50 ms after an output lets the events of that
+batch through as undetected duplicates. Records of the older format (the id as the key, one
+per event) still load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -24,6 +32,29 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger("streams.dedupe")
+
+MARKER_HEADER = "streams.processed-ids"  # on a batch marker: how many ids its value holds
+MARKER_BATCH = 1000  # most ids in one marker record
+MARKER_LINGER = 0.05  # seconds ids wait to be written together
+
+
+def marker(ids: list[str]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The value and headers of one processed-ids record holding ``ids``."""
+    return json.dumps(ids, separators=(",", ":")).encode(), [(MARKER_HEADER, str(len(ids)).encode())]
+
+
+def ids_of(key: bytes | None, value: bytes | None, headers: Any) -> list[str]:
+    """The event ids one processed-ids record holds: a batch marker's, or the key (older format)."""
+    if any(name == MARKER_HEADER for name, _ in headers or ()):
+        try:
+            ids = json.loads(value or b"[]")
+        except ValueError:
+            ids = None
+        if isinstance(ids, list):
+            return [item for item in ids if isinstance(item, str)]
+        log.warning("ignoring a processed-ids record whose value is not a JSON list of ids")
+        return []
+    return [key.decode("utf-8", "replace")] if key is not None else []
 
 
 class DedupeMode(enum.StrEnum):
@@ -90,8 +121,8 @@ class ProcessedIds:
             while position < end:
                 batch: Any = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
                 for record in batch.get(tp, []):
-                    if record.key is not None:
-                        ids[record.key.decode("utf-8", "replace")] = None
+                    for event_id in ids_of(record.key, record.value, record.headers):
+                        ids[event_id] = None
                         if len(ids) > self._max_ids:
                             ids.popitem(last=False)
                 position = await consumer.position(tp)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
-from streams.engine.dedupe import ProcessedIds
+from streams.engine.dedupe import MARKER_BATCH, MARKER_LINGER, ProcessedIds, marker
 from streams.engine.delays import DelayGate
 from streams.engine.offsets import OffsetTracker, Tracked
 from streams.engine.processor import BreakerOpen, EventProcessor
@@ -50,6 +50,10 @@ class KafkaPort(Protocol[H]):
     def record_of(self, handle: H) -> InboundRecord: ...
 
     def is_stale(self, handle: H) -> bool: ...
+
+    def fence(self) -> None:
+        """A rebalance began: events delivered from now on under the old assignment are stale."""
+        ...
 
     async def send(self, record: OutboundRecord) -> Awaitable[Any]: ...
 
@@ -115,6 +119,9 @@ class Engine(Generic[H]):
         self._feeder: asyncio.Task[Any] | None = None
         self.acked = 0
         self.released = 0
+        self._markers: dict[int, list[str]] = {}  # processed ids to write, by input partition
+        self._marker_timer: asyncio.TimerHandle | None = None
+        self._marker_sends: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -260,14 +267,34 @@ class Engine(Generic[H]):
             self._metrics.event_out(outbound.topic)
 
     def _record_processed(self, record: InboundRecord, outbound: OutboundRecord) -> None:
-        """Remember the event id, locally and in the processed-ids topic (best effort)."""
+        """Remember the event id, locally now and in the processed-ids topic with the next batch
+        (best effort; see ``streams.engine.dedupe`` for the batches and their window)."""
         assert self._processed is not None
         partition = origin_partition(record)
         self._processed.remember(partition, outbound.event_id)
-        marker = OutboundRecord(self._processed.topic, outbound.event_id.encode(), outbound.topic.encode(), [],
-                                outbound.event_id, partition=partition)
-        task = asyncio.ensure_future(self._port.send(marker))
-        task.add_done_callback(_log_marker_failure)
+        ids = self._markers.setdefault(partition, [])
+        ids.append(outbound.event_id)
+        if len(ids) >= MARKER_BATCH:
+            self._write_markers(partition)
+        elif self._marker_timer is None:
+            self._marker_timer = asyncio.get_running_loop().call_later(MARKER_LINGER, self._write_markers)
+
+    def _write_markers(self, only: int | None = None) -> None:
+        """Produce the pending processed ids: one record per input partition (or only ``only``'s)."""
+        assert self._processed is not None
+        if only is None and self._marker_timer is not None:
+            self._marker_timer.cancel()
+            self._marker_timer = None
+        for partition in [only] if only is not None else list(self._markers):
+            ids = self._markers.pop(partition, None)
+            if not ids:
+                continue
+            value, headers = marker(ids)
+            record = OutboundRecord(self._processed.topic, None, value, headers, ids[0], partition=partition)
+            task = asyncio.ensure_future(self._port.send(record))
+            task.add_done_callback(_log_marker_failure)
+            self._marker_sends.add(task)
+            task.add_done_callback(self._marker_sends.discard)
 
     def _fail(self, exc: BaseException, outbound: OutboundRecord) -> None:
         if self.error is None:
@@ -312,6 +339,8 @@ class Engine(Generic[H]):
     def begin_drain(self, reason: str) -> None:
         """Stop starting work; give up queued and held events; in-flight ones get the deadline."""
         self.generation += 1
+        if reason == "rebalance":
+            self._port.fence()
         self.processor.forget_parking()
         if self._processed is not None:
             self._processed.forget_loaded()
@@ -346,6 +375,10 @@ class Engine(Generic[H]):
         self.generation += 1
         for job in self._scheduler.drop_queued() + self._gate.drop_all() + list(self._unsettled):
             self._abandon(job)
+        if self._processed is not None:
+            self._write_markers()  # what is pending goes out before the producer stops (best effort)
+            if self._marker_sends:
+                await asyncio.wait(list(self._marker_sends), timeout=max(1.0, settle_timeout))
         await self.stop()
 
     async def wait_settled(self, timeout: float) -> bool:

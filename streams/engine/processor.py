@@ -27,10 +27,24 @@ from streams.engine.routing import (
     route_retry,
     route_success,
 )
-from streams.failures import FailureKind, classify
+from streams.failures import FailureKind, ValidationError, classify
 from streams.pipelines.base import Pipeline
 from streams.serde.avro import AvroSerde
+from streams.serde.wire import WireFormatError
 from streams.telemetry import bind_event
+
+# A dead letter carries the record's value; past this the worker's producer (1,000,000-byte
+# requests) could not send it, so an oversized record's dead letter carries no value (the
+# original stays in the input at its origin offset) rather than stopping the worker for good.
+MAX_DEAD_LETTER_VALUE = 900_000
+
+
+class RecordTooLarge(WireFormatError):
+    """An input value larger than ``max_record_bytes``: poison, dead-lettered without decoding it."""
+
+
+class OutputTooLarge(ValidationError):
+    """The encoded output is larger than ``max_record_bytes``: permanent (the API said too much)."""
 
 
 class BreakerOpen(Exception):
@@ -72,7 +86,9 @@ class EventProcessor:
         retry: RetryPolicy,
         processed_ids: ProcessedIds | None = None,
         strict_key_order: bool = False,
+        max_record_bytes: int | None = None,
     ) -> None:
+        self._max_record_bytes = max_record_bytes
         self._pipeline = pipeline
         self._serde = serde
         self._name = pipeline_name
@@ -85,6 +101,15 @@ class EventProcessor:
 
     async def process(self, record: InboundRecord) -> OutboundRecord | None:
         self.stats.processed += 1
+        size = len(record.value or b"")
+        if self._max_record_bytes is not None and size > self._max_record_bytes:  # before any parsing
+            outbound = self._failed(record, RecordTooLarge(
+                f"record value of {size} bytes exceeds max_record_bytes={self._max_record_bytes}"
+                + ("; too large to keep in the dead letter, the original stays at its origin offset"
+                   if size > MAX_DEAD_LETTER_VALUE else "")), event_id_of(record, None))
+            if size > MAX_DEAD_LETTER_VALUE:
+                outbound.value = None
+            return outbound
         try:
             event = self._serde.decode(record.value, self._pipeline.input_subject)
         except Exception as exc:  # noqa: BLE001 - every decode failure is poison, routed
@@ -105,6 +130,9 @@ class EventProcessor:
             with bind_event(event_id=event_id):
                 enriched = await self._pipeline.process(event)
             value = self._serde.encode(self._pipeline.output_subject, enriched)
+            if self._max_record_bytes is not None and len(value) > self._max_record_bytes:
+                raise OutputTooLarge(f"encoded output of {len(value)} bytes exceeds "
+                                     f"max_record_bytes={self._max_record_bytes}")
         except CircuitOpenError as exc:
             if exc.breaker is None:
                 return self._failed(record, exc, event_id)

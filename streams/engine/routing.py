@@ -2,10 +2,16 @@
 
 Successful events go to the output topic; failed ones to the DLQ with the original value
 bytes unchanged and the error headers, so that a replay is exact.
+
+Headers are input too, and the input topic is written by others: every header value this
+module writes is one line of valid UTF-8 of bounded length, and the hop headers that steer
+routing (attempt, due time, origin) are believed only on records from our own retry tiers
+(``admit_headers``), which only the worker's principal may write (docs/security.md).
 """
 
 from __future__ import annotations
 
+import re
 from time import time
 
 from streams.engine.records import InboundRecord, OutboundRecord
@@ -16,23 +22,66 @@ from streams.names import Header, dlq_topic
 # Headers that travel with an event from its input record to every record made from it.
 _CARRIED = (Header.TRACEPARENT, Header.TRACESTATE)
 
+# Headers the pipeline writes on its hops; on records from any other topic they are dropped.
+HOP_HEADERS = frozenset({
+    Header.ATTEMPT, Header.NOT_BEFORE, Header.ORIGIN_TOPIC, Header.ORIGIN_PARTITION, Header.ORIGIN_OFFSET,
+    Header.ORIGIN_TIMESTAMP, Header.ERROR_KIND, Header.ERROR_CLASS, Header.ERROR_MESSAGE, Header.ERROR_CONNECTOR,
+    Header.ERROR_STATUS, Header.FIRST_FAILURE_AT, Header.PARKED_BEHIND,
+})
+MAX_HEADER_CHARS = 512  # any header value we write
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")  # an event id fit for a header and a key
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TRACEPARENT = re.compile(rb"^[\x21-\x7e]{1,128}$")  # any version's shape: printable ASCII, no spaces
+_TRACESTATE = re.compile(rb"^[\x20-\x7e]{0,512}$")
+
+
+def admit_headers(headers: dict[str, bytes], *, from_retry_tier: bool) -> dict[str, bytes]:
+    """The headers of a consumed record as the engine may believe them.
+
+    A producer to the input could otherwise set ``streams.not-before`` far ahead (its partition
+    would be held), an origin partition that does not exist (every retry of it would fail to
+    produce), or an attempt number past the last tier. Only retry tier records keep them.
+    """
+    if from_retry_tier:
+        return headers
+    return {name: value for name, value in headers.items() if name not in HOP_HEADERS}
+
+
+def header_text(text: str, limit: int = MAX_HEADER_CHARS) -> bytes:
+    """A header value: one line (control characters become spaces), valid UTF-8, ``limit`` chars at most."""
+    one_line = "".join(c if c.isprintable() else " " for c in text)
+    one_line = one_line.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates → '?'
+    if len(one_line) > limit:
+        one_line = one_line[: limit - 1] + "…"
+    return one_line.encode("utf-8")
+
+
+def _small_int(text: str | None, digits: int = 19) -> int | None:
+    """A non-negative integer of at most ``digits`` digits, else None (never a huge int parse)."""
+    if text is None or not 0 < len(text) <= digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
 
 def event_id_of(record: InboundRecord, event: dict[str, object] | None) -> str:
     """The stable id: the record's ``event_id`` field, else the header, else where it was first seen."""
     if event is not None:
         value = event.get("event_id")
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and _SAFE_ID.match(value):
             return value
-    return record.header(Header.EVENT_ID) or _origin(record)[0]
+    header = record.header(Header.EVENT_ID)
+    if header is not None and _SAFE_ID.match(header):
+        return header
+    return _origin(record)[0]  # an id we cannot put into a header safely: where it was first seen
 
 
 def _origin(record: InboundRecord) -> tuple[str, list[tuple[str, bytes]]]:
     """Where the event first entered the pipeline: from the headers of a hop, else this record."""
     topic = record.header(Header.ORIGIN_TOPIC)
-    if topic is not None:
-        partition = record.header(Header.ORIGIN_PARTITION) or ""
-        offset = record.header(Header.ORIGIN_OFFSET) or ""
-        timestamp = record.header(Header.ORIGIN_TIMESTAMP) or ""
+    numbers = [_small_int(record.header(h)) for h in (
+        Header.ORIGIN_PARTITION, Header.ORIGIN_OFFSET, Header.ORIGIN_TIMESTAMP)]
+    if topic is not None and _TOPIC.match(topic) and None not in numbers:
+        partition, offset, timestamp = (str(n) for n in numbers)
     else:
         topic, partition, offset = record.topic, str(record.partition), str(record.offset)
         timestamp = str(record.timestamp_ms)
@@ -47,13 +96,19 @@ def _origin(record: InboundRecord) -> tuple[str, list[tuple[str, bytes]]]:
 
 def attempt_of(record: InboundRecord) -> int:
     """Which attempt this delivery is: 1 on the input, +1 per retry hop."""
-    attempt = record.header(Header.ATTEMPT)
-    return int(attempt) if attempt and attempt.isdigit() and 0 < int(attempt) < 1000 else 1
+    attempt = _small_int(record.header(Header.ATTEMPT), digits=3)
+    return attempt if attempt is not None and attempt > 0 else 1
 
 
 def _common_headers(record: InboundRecord, event_id: str, attempt: int | None = None) -> list[tuple[str, bytes]]:
-    headers = [(name, record.headers[name]) for name in _CARRIED if name in record.headers]
-    headers.append((Header.EVENT_ID, event_id.encode()))
+    headers = []
+    traceparent = record.headers.get(Header.TRACEPARENT)
+    if traceparent is not None and _TRACEPARENT.match(traceparent):
+        headers.append((Header.TRACEPARENT, traceparent))
+        tracestate = record.headers.get(Header.TRACESTATE)
+        if tracestate is not None and _TRACESTATE.match(tracestate):
+            headers.append((Header.TRACESTATE, tracestate))
+    headers.append((Header.EVENT_ID, header_text(event_id)))
     headers.append((Header.ATTEMPT, str(attempt if attempt is not None else attempt_of(record)).encode()))
     headers.extend(_origin(record)[1])
     return headers
@@ -62,22 +117,22 @@ def _common_headers(record: InboundRecord, event_id: str, attempt: int | None = 
 def _error_headers(record: InboundRecord, failure: Failure, now_ms: int) -> list[tuple[str, bytes]]:
     headers = [
         (Header.ERROR_KIND, failure.kind.value.encode()),
-        (Header.ERROR_CLASS, failure.error_class.encode()),
-        (Header.ERROR_MESSAGE, failure.message.encode("utf-8", errors="replace")),
+        (Header.ERROR_CLASS, header_text(failure.error_class, 100)),
+        (Header.ERROR_MESSAGE, header_text(failure.message)),
     ]
     if failure.connector is not None:
-        headers.append((Header.ERROR_CONNECTOR, failure.connector.encode()))
+        headers.append((Header.ERROR_CONNECTOR, header_text(failure.connector, 100)))
     if failure.status is not None:
         headers.append((Header.ERROR_STATUS, str(failure.status).encode()))
-    first = record.header(Header.FIRST_FAILURE_AT)
-    headers.append((Header.FIRST_FAILURE_AT, (first if first else str(now_ms)).encode()))
+    first = _small_int(record.header(Header.FIRST_FAILURE_AT))
+    headers.append((Header.FIRST_FAILURE_AT, str(first if first is not None else now_ms).encode()))
     return headers
 
 
 def origin_partition(record: InboundRecord) -> int:
     """The input partition the event first arrived on; retry hops keep to it."""
-    text = record.header(Header.ORIGIN_PARTITION)
-    return int(text) if text is not None and text.isdigit() else record.partition
+    partition = _small_int(record.header(Header.ORIGIN_PARTITION), digits=6)
+    return partition if partition is not None else record.partition
 
 
 def route_success(record: InboundRecord, output_topic: str, value: bytes, event_id: str) -> OutboundRecord:
@@ -100,14 +155,14 @@ def route_parked(record: InboundRecord, tier: RetryTier, behind: str, event_id: 
     now_ms = now_ms if now_ms is not None else int(time() * 1000)
     headers = _common_headers(record, event_id)
     headers.append((Header.NOT_BEFORE, str(now_ms + int(tier.delay * 1000)).encode()))
-    headers.append((Header.PARKED_BEHIND, behind.encode()))
+    headers.append((Header.PARKED_BEHIND, header_text(behind)))
     return OutboundRecord(tier.topic, record.key, record.value, headers, event_id, retry=True,
                           partition=origin_partition(record))
 
 
 def origin_offset(record: InboundRecord) -> int:
-    text = record.header(Header.ORIGIN_OFFSET)
-    return int(text) if text is not None and text.isdigit() else record.offset
+    offset = _small_int(record.header(Header.ORIGIN_OFFSET))
+    return offset if offset is not None else record.offset
 
 
 def route_retry(

@@ -14,6 +14,7 @@ The three API calls run concurrently for each event.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from time import time
 from typing import Any
@@ -28,6 +29,8 @@ from connectors.resilience.limiter import RateLimitSettings
 from connectors.results import ConnectorResult, Source
 from connectors.risk import RiskRequest, RiskScore, RiskScoreConnector
 from streams.pipelines.catalog import ProductCatalog
+from streams.pipelines.validation import validate_enriched_order, validate_order_placed
+from streams.security import customers_auth, customers_tls, kafka_security
 from streams.serde.avro import AvroSerde
 from streams.serde.factory import registry_from_url
 from streams.settings import Settings
@@ -62,7 +65,8 @@ class OrderEnricher:
         def limit(rate: float | None) -> RateLimitSettings | None:
             return RateLimitSettings(rate=rate) if rate else None
 
-        self._customers = CustomerConnector(http(settings.customers_api_url),
+        self._customers = CustomerConnector(replace(http(settings.customers_api_url), tls=customers_tls(settings)),
+                                            auth=customers_auth(settings),  # OAuth2 and mTLS when configured
                                             rate_limit=limit(settings.customers_rate_limit))
         self._risk = RiskScoreConnector(http(settings.risk_api_url), rate_limit=limit(settings.risk_rate_limit),
                                         fallback=NEUTRAL_RISK)
@@ -71,7 +75,8 @@ class OrderEnricher:
         self._connectors += [self._risk] if self._with_risk else []
         self._connectors += [self._fx] if self._with_fx else []
         self._catalog = ProductCatalog(settings.kafka_bootstrap_servers, settings.products_topic,
-                                       AvroSerde(registry_from_url(settings.schema_registry_url)))
+                                       AvroSerde(registry_from_url(settings.schema_registry_url)),
+                                       client_config=kafka_security(settings))
         if metrics is not None:
             for connector in self._connectors:
                 observe_connector(connector, metrics)
@@ -94,6 +99,7 @@ class OrderEnricher:
                 connector.limiter.set_share(owned_partitions, total_partitions)
 
     async def process(self, event: dict[str, Any]) -> dict[str, Any]:
+        validate_order_placed(event)  # before any API call: a bad event costs nothing and goes to the DLQ
         if not (self._with_risk or self._with_fx):
             customer = await self._customers.get(event["customer_id"])
             risk, (amount_eur, fx_problem) = None, (None, None)
@@ -111,7 +117,7 @@ class OrderEnricher:
                 reasons.append(f"catalog: no product {item['sku']}")
                 found = {"product_id": None, "name": "unknown", "category": "unknown"}
             products.append({"sku": item["sku"], **found})
-        return {
+        enriched = {
             **event,
             "customer": customer,
             "risk": None if risk is None else {
@@ -124,6 +130,8 @@ class OrderEnricher:
             "enriched_at": int(time() * 1000),
             "pipeline": self._pipeline,
         }
+        validate_enriched_order(enriched)  # the encoder checks types; this checks shapes and lengths
+        return enriched
 
     async def _risk_of(self, event: dict[str, Any]) -> ConnectorResult[RiskScore] | None:
         if not self._with_risk:

@@ -13,6 +13,8 @@ Instruments are OpenTelemetry's; a ``PrometheusMetricReader`` turns them into Pr
 Each ``PipelineMetrics`` has its own ``MeterProvider`` and ``CollectorRegistry`` (never the
 global ones), so several can live in one process (tests) without "Duplicated timeseries".
 Gauges are observed when scraped, from the last value set or from a function given to ``watch``.
+Per-event counters are added up in a plain dict and handed to OpenTelemetry when ``render``
+runs (the only reader), which costs a dict increment per event instead of an SDK measurement.
 
 What Prometheus sees (every series also has ``pipeline``):
 
@@ -178,6 +180,8 @@ class PipelineMetrics:
             MetricName.BREAKER_STATE, "1", "Circuit breaker state: 0 closed, 1 half-open, 2 open"
         )
         self._connectors: dict[str, ConnectorMetrics] = {}
+        # counts not yet given to their counter: {(counter, ((label, value), ...)): count}; see _flush
+        self._pending: dict[tuple[Any, Labels], int] = {}
         self.set_in_flight(0)
 
     def _gauge(self, name: str, unit: str, description: str) -> _Gauge:
@@ -192,25 +196,36 @@ class PipelineMetrics:
 
     # -- events ----------------------------------------------------------------------------------
 
+    def _add(self, counter: Any, labels: Labels, count: int = 1) -> None:
+        """Count now, hand to ``counter`` at the next ``render`` (events are counted per event)."""
+        key = (counter, labels)
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + count
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (counter, labels), count in pending.items():
+            counter.add(count, {**self._base, **dict(labels)})
+
     def event_in(self, topic: str, count: int = 1) -> None:
         """Events consumed from ``topic`` (the input or a retry tier)."""
-        self._events_in.add(count, {**self._base, "topic": topic})
+        self._add(self._events_in, (("topic", topic),), count)
 
     def event_out(self, topic: str, count: int = 1) -> None:
         """Enriched events produced to ``topic``."""
-        self._events_out.add(count, {**self._base, "topic": topic})
+        self._add(self._events_out, (("topic", topic),), count)
 
     def event_retried(self, reason: str, tier: str) -> None:
         """An event sent to the retry tier ``tier`` (its topic) for ``reason`` (the failure kind)."""
-        self._events_retried.add(1, {**self._base, "reason": reason, "tier": tier})
+        self._add(self._events_retried, (("reason", reason), ("tier", tier)))
 
     def event_dead_lettered(self, reason: str) -> None:
         """An event sent to the DLQ for ``reason`` (``transient``, ``permanent`` or ``poison``)."""
-        self._events_dead_lettered.add(1, {**self._base, "reason": reason})
+        self._add(self._events_dead_lettered, (("reason", reason),))
 
     def duplicate_detected(self, source: str) -> None:
         """An effect found already done (say, an API answering a repeated Idempotency-Key)."""
-        self._duplicates.add(1, {**self._base, "source": source})
+        self._add(self._duplicates, (("source", source),))
 
     # -- gauges ------------------------------------------------------------------------------------
 
@@ -275,6 +290,7 @@ class PipelineMetrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (what ``/metrics`` serves)."""
+        self._flush()
         return generate_latest(self.registry)
 
     def close(self) -> None:
@@ -289,18 +305,22 @@ class ConnectorMetrics:
         limiter.add_wait_observer(metrics.limiter_wait)
     """
 
-    __slots__ = ("_labels", "_metrics", "_state_labels", "name")
+    __slots__ = ("_by_status", "_labels", "_metrics", "_state_labels", "name")
 
     def __init__(self, metrics: PipelineMetrics, name: str) -> None:
         self._metrics = metrics
         self.name = name
         self._labels = {**metrics._base, "connector": name}
         self._state_labels: Labels = (("connector", name),)
+        self._by_status: dict[int | str, dict[str, str]] = {}  # the labels of each status, made once
         self.breaker_state("closed")
 
     def call(self, status: int | str, seconds: float) -> None:
         """One call: ``status`` is the HTTP status, or a word (``timeout``, ``connection_error``, ``circuit_open``)."""
-        self._metrics._call_duration.record(seconds, {**self._labels, "status": str(status)})
+        labels = self._by_status.get(status)
+        if labels is None:
+            labels = self._by_status[status] = {**self._labels, "status": str(status)}
+        self._metrics._call_duration.record(seconds, labels)
 
     def breaker_state(self, state: str) -> None:
         """The breaker is now ``closed``, ``half_open`` or ``open`` (a ``BreakerState`` works too)."""
@@ -322,7 +342,7 @@ class ConnectorMetrics:
         self._metrics._limiter_wait.record(seconds, self._labels)
 
     def cache(self, result: CacheResult) -> None:
-        self._metrics._cache_lookups.add(1, {**self._labels, "result": result})
+        self._metrics._add(self._metrics._cache_lookups, (("connector", self.name), ("result", result)))
 
     def deprecated_response(self, route: str) -> None:
         """The API answered this route with a ``Deprecation`` or ``Sunset`` header."""
