@@ -58,7 +58,9 @@ def markdown(report: SuiteReport) -> str:
         "",
         f"events/s: closed loop, {report.events:,} preloaded events (fewer where capped), output count over the "
         "span of the output's broker append times. p50/p99: open loop at "
-        f"{report.rate:g} events/s, broker append time of the output minus the intended send time. "
+        + (f"{report.rate:g} events/s" if report.rate is not None else
+           "half the slowest closed-loop max of each group, B2 aside (`open /s`)")
+        + ", broker append time of the output minus the intended send time. "
         "CPU s/1k: the contender's user+sys per 1,000 events (closed loop). cores: its CPU s per wall s. "
         "API/other: cores used by the API server / by everything else (broker, bench-external neighbours) "
         "during the closed run.",
@@ -160,8 +162,8 @@ def write(report: SuiteReport, out: Path) -> dict[str, Path]:
     """Write results.md, results.json, results.csv and results.png (when matplotlib is there)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "results.md", "json": out / "results.json", "csv": out / "results.csv"}
+    paths["json"].write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")  # first: the raw data
     paths["md"].write_text(markdown(report))
-    paths["json"].write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")
     columns = [f.name for f in fields(RunResult) if f.name != "log"]
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")

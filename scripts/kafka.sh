@@ -256,6 +256,7 @@ ensure_libs() {
     die "Maven finished but kafka_2.13-$version.jar is missing (log: $LOGS/mvn.log)"
   }
   rm -rf "$LIBS"
+  mkdir -p "$(dirname "$LIBS")"  # the secure mode keeps its state elsewhere; libs/ is shared
   mv "$tmp" "$LIBS"
   printf '%s\n' "$want" >"$LIBS_MARKER"
   log "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars"

@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     dedupe_retention_hours: float = Field(default=168.0, gt=0, description="How long processed ids are kept.")
     drain_deadline: float = Field(default=20.0, gt=0, description="Seconds in-flight events get on rebalance/stop.")
     batch_size: int = Field(default=500, ge=1, description="Most events taken from the stream at once.")
-    batch_linger: float = Field(default=0.05, gt=0, description="Seconds to wait for a batch to fill.")
+    batch_linger: float = Field(default=0.01, gt=0, description="Seconds to wait for a batch to fill "
+                                "(every event waits up to this long before it starts; bench/PROFILE.md).")
     producer_linger_ms: int = Field(default=5, ge=0, description="Producer linger, milliseconds.")
     producer_batch_bytes: int = Field(default=256 * 1024, ge=1024, description="Producer batch size, bytes.")
     session_timeout: float = Field(default=10.0, gt=0, description="Seconds before a silent worker leaves the group.")
