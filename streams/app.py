@@ -220,7 +220,11 @@ def create_app(
                  settings.input_topic, settings.output_topic, retry.topics, dlq_topic(settings.pipeline))
         crashed = False
         try:
-            async for events in stream.noack_take(settings.batch_size, within=settings.batch_linger):
+            # noack(): Faust must never acknowledge on its own. noack_take restores the stream's
+            # ack setting when it ends, and Faust's passive drainer may go on iterating the
+            # stream while a crashed worker stops: with acks on, it would ack (and commit)
+            # events nobody processed.
+            async for events in stream.noack().noack_take(settings.batch_size, within=settings.batch_linger):
                 await engine.submit(events)  # noack_take yields the events themselves
         except asyncio.CancelledError:
             crashed = True

@@ -60,7 +60,8 @@ async def test_write_outside_the_grants_stops_the_worker_clearly_and_loses_nothi
     failure = [line for line in log.splitlines()
                if f"producing to {pipeline.output_topic} failed" in line and "TopicAuthorizationFailedError" in line]
     assert failure, worker.log_tail(60)
-    assert all(offset < 0 for offset in pipeline.committed().values()), "committed past the failed write"
+    committed = pipeline.committed()
+    assert all(offset < 0 for offset in committed.values()), f"committed past the failed write: {committed}"
     assert sum((await pipeline.end_offsets(pipeline.dlq)).values()) == 0, "nothing may be dead-lettered for it"
 
     pipeline.kafka.grant("worker", *_output_write(pipeline))
