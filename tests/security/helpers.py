@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,15 +150,3 @@ def orders(count: int, prefix: str) -> list[dict[str, Any]]:
         "coupon_code": None,
     } for i in range(count)]
 
-
-async def wait_for(condition: Callable[[], Any], deadline: float, what: str, interval: float = 0.2) -> Any:
-    end = time.monotonic() + deadline
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline} s waiting for {what}")
-        await asyncio.sleep(interval)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.harness import wait_for
 from tests.security.conftest import SecureKafka
-from tests.security.helpers import WRITE, SecurePipeline, orders, wait_for
+from tests.security.helpers import WRITE, SecurePipeline, orders
 
 pytestmark = pytest.mark.integration
 

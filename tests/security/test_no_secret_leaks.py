@@ -24,9 +24,10 @@ import pytest
 from sandbox.server import SandboxConfig, SandboxServer, mtls_context
 from streams.names import Header
 from streams.pipelines.orders import ORDER_PLACED
+from tests.integration.harness import wait_for
 from tests.security.certs import TestPki
 from tests.security.conftest import SecureKafka
-from tests.security.helpers import SERDE, SecurePipeline, orders, wait_for
+from tests.security.helpers import SERDE, SecurePipeline, orders
 
 pytestmark = pytest.mark.integration
 
