@@ -171,11 +171,12 @@ class Engine(Generic[H]):
             record = self._port.record_of(handle)
             if self._processed is not None:
                 await self._processed.ensure_loaded(origin_partition(record))
-            tracked = self._tracker.track(self._port.partition_of(handle), record.offset, handle)
+            partition = self._port.partition_of(handle)
+            tracked = self._tracker.track(partition, record.offset, handle)
             job = _Job(handle, record, tracked, generation)
             self._unsettled.add(job)
             due = _not_before(record)
-            if due is not None and self._gate.admit(self._port.partition_of(handle), due, job):
+            if due is not None and self._gate.admit(partition, due, job):
                 continue
             await self._scheduler.submit(_lane(record), job)
 
