@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -60,10 +61,16 @@ def main() -> None:
 def worker() -> None:
     """Run a pipeline worker in the consumer group named after the pipeline."""
     from streams.app import create_app, prepare_topics
+    from streams.runtime import tune_runtime
     from streams.telemetry import PipelineMetrics, configure_logging, configure_tracing, faust_worker
 
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_format == "json")
+    try:
+        runtime = tune_runtime(settings)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.getLogger("streams.worker").info("runtime: %s", runtime)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(prepare_topics(settings))

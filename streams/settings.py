@@ -66,6 +66,12 @@ class Settings(BaseSettings):
                                 "(every event waits up to this long before it starts; bench/PROFILE.md).")
     producer_linger_ms: int = Field(default=5, ge=0, description="Producer linger, milliseconds.")
     producer_batch_bytes: int = Field(default=256 * 1024, ge=1024, description="Producer batch size, bytes.")
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto", description="The worker's event loop: auto is uvloop where installed (bench/PROFILE.md).")
+    gc_gen0_threshold: int = Field(
+        default=50_000, ge=0, description="Allocations between young-generation collections; 0 keeps Python's "
+        "default (700). Buffered events survive into the old generation, whose full scans cost ~18% of a "
+        "worker's CPU at the default (bench/PROFILE.md).")
     session_timeout: float = Field(default=10.0, gt=0, description="Seconds before a silent worker leaves the group.")
     commit_interval: float = Field(default=1.0, gt=0, description="Seconds between offset commits.")
     web_enabled: bool = Field(default=False, description="Serve the worker's web endpoints.")

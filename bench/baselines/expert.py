@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
-from bench.baselines.common import BaselineArgs, Enrichment, parse_args
+from bench.baselines.common import BaselineArgs, Enrichment, parse_args, run_on_workers_loop
 
 
 async def run(args: BaselineArgs) -> None:
@@ -58,7 +58,7 @@ async def run(args: BaselineArgs) -> None:
 
 
 def main() -> None:
-    asyncio.run(run(parse_args("python -m bench.baselines.expert", __doc__)))
+    run_on_workers_loop(run(parse_args("python -m bench.baselines.expert", __doc__)))
 
 
 if __name__ == "__main__":

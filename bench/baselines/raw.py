@@ -12,7 +12,7 @@ import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.baselines.common import PLACEHOLDER_CUSTOMER, BaselineArgs, Enrichment, parse_args
+from bench.baselines.common import PLACEHOLDER_CUSTOMER, BaselineArgs, Enrichment, parse_args, run_on_workers_loop
 
 
 async def run(args: BaselineArgs) -> None:
@@ -45,7 +45,7 @@ async def run(args: BaselineArgs) -> None:
 
 
 def main() -> None:
-    asyncio.run(run(parse_args("python -m bench.baselines.raw", __doc__)))
+    run_on_workers_loop(run(parse_args("python -m bench.baselines.raw", __doc__)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+import asyncio
+import gc
+from dataclasses import dataclass
+
+import pytest
+
+from streams import runtime
+from streams.runtime import choose_event_loop, tune_runtime
+
+
+@dataclass
+class _Settings:
+    event_loop: str
+    gc_gen0_threshold: int
+
+
+@pytest.fixture
+def restore_runtime():
+    thresholds, policy = gc.get_threshold(), asyncio.get_event_loop_policy()
+    yield
+    gc.set_threshold(*thresholds)
+    asyncio.set_event_loop_policy(policy)
+
+
+def test_auto_is_uvloop_where_installed_and_asyncio_on_request():
+    assert choose_event_loop("auto") == "uvloop"  # a project dependency on this platform
+    assert choose_event_loop("asyncio") == "asyncio"
+
+
+def test_asking_for_uvloop_without_it_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: None)
+    assert choose_event_loop("auto") == "asyncio"
+    with pytest.raises(RuntimeError, match="STREAMS_EVENT_LOOP=uvloop but uvloop is not installed"):
+        choose_event_loop("uvloop")
+
+
+def test_tune_runtime_sets_the_loop_policy_and_gc_thresholds(restore_runtime):
+    import uvloop
+
+    applied = tune_runtime(_Settings("auto", 50_000))
+    assert gc.get_threshold()[0] == 50_000
+    assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+    assert applied == "event loop uvloop, gc thresholds (50000, 20, 20)"
+
+
+def test_zero_keeps_pythons_gc_thresholds(restore_runtime):
+    before = gc.get_threshold()
+    tune_runtime(_Settings("asyncio", 0))
+    assert gc.get_threshold() == before
