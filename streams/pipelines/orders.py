@@ -130,7 +130,9 @@ class OrderEnricher:
             "enriched_at": int(time() * 1000),
             "pipeline": self._pipeline,
         }
-        validate_enriched_order(enriched)  # the encoder checks types; this checks shapes and lengths
+        # The encoder checks types; this checks shapes and lengths (of what is new: the order's
+        # fields are the input's own objects, validated above).
+        validate_enriched_order(enriched, validated_input=event)
         return enriched
 
     async def _risk_of(self, event: dict[str, Any]) -> ConnectorResult[RiskScore] | None:

@@ -174,6 +174,23 @@ def test_the_output_is_checked_before_it_is_encoded() -> None:
         SERDE.encode(ENRICHED_ORDER, {**enriched, "amount_cents": "100"})
 
 
+def test_the_output_built_from_a_validated_input_still_gets_every_rule() -> None:
+    """Fields copied from the validated input are not walked again; anything new or changed is."""
+    source = order()
+    validate_order_placed(source)
+    customer = {"customer_id": "C1", "name": "Ada", "tier": "t", "country": "DE", "since": "s"}
+    ok = {**source, "customer": customer, "enriched_at": 1, "pipeline": "p"}
+    validate_enriched_order(ok, validated_input=source)
+    with pytest.raises(ValidationError, match=r"customer\.name"):
+        validate_enriched_order({**ok, "customer": {**customer, "name": "x\r\ny"}}, validated_input=source)
+    with pytest.raises(ValidationError, match="channel"):  # a changed order field: the order rules again
+        validate_enriched_order({**ok, "channel": "BAD CHANNEL"}, validated_input=source)
+    with pytest.raises(ValidationError, match=r"items\[0\]\.sku"):  # rebuilt, not the input's list
+        validate_enriched_order({**ok, "items": [{**source["items"][0], "sku": "../x"}]}, validated_input=source)
+    with pytest.raises(ValidationError, match=r"products\[0\]\.name"):
+        validate_enriched_order({**ok, "products": [{"name": "x" * 5000}]}, validated_input=source)
+
+
 async def test_cr_lf_and_invalid_utf8_in_headers_never_reach_the_headers_we_write() -> None:
     hostile = {
         Header.EVENT_ID: b"evt-1\r\nX-Evil: yes",
