@@ -126,6 +126,7 @@ class HttpConnector:
         "_allowed",
         "_base",
         "_call_observers",
+        "_checked_templates",
         "_deprecation_observers",
         "_header_hooks",
         "_policy",
@@ -164,6 +165,7 @@ class HttpConnector:
             _host_port(h, parts.scheme) for h in settings.allowed_hosts
         }
         self._base = settings.base_url.rstrip("/")
+        self._checked_templates: set[str] = set()
         self._policy = settings.retry_policy
         self._session: aiohttp.ClientSession | None = None
         self._call_observers: list[Callable[[CallOutcome], None]] = []
@@ -224,7 +226,16 @@ class HttpConnector:
     def url_for(self, path_template: str, **params: str) -> str:
         """Fill a path template with percent-encoded parameters; refuse other hosts."""
         encoded = {key: quote(str(value), safe="") for key, value in params.items()}
-        return self.check_url(self._base + path_template.format(**encoded))
+        url = self._base + path_template.format(**encoded)
+        if path_template in self._checked_templates:
+            return url
+        self.check_url(url)
+        # A template that starts with "/" ends the base URL's authority where the base ends, and
+        # every parameter is percent-encoded with nothing kept ("/", "?", "#", "@", "\\" too), so
+        # no parameter can move the URL to another host: one check per template is enough.
+        if path_template.startswith("/") and len(self._checked_templates) < 1000:
+            self._checked_templates.add(path_template)
+        return url
 
     def check_url(self, url: str) -> str:
         """Return ``url`` if it points at an allowed host with the base URL's scheme, else refuse it."""
@@ -244,7 +255,7 @@ class HttpConnector:
     async def get_json(self, path_template: str, headers: dict[str, str] | None = None, **params: str) -> Any:
         """GET a JSON document, retrying transient failures with full-jitter backoff."""
         url = self.url_for(path_template, **params)
-        return (await self.request("GET", url, headers=headers, route=path_template)).data
+        return (await self._request("GET", url, headers=headers, route=path_template)).data
 
     async def get(
         self,
@@ -256,7 +267,7 @@ class HttpConnector:
     ) -> JsonResponse:
         """GET a JSON document and its headers (for Cache-Control, Link, ...)."""
         url = self.url_for(path_template, **params)
-        return await self.request("GET", url, query=query, headers=headers, route=path_template)
+        return await self._request("GET", url, query=query, headers=headers, route=path_template)
 
     async def post_json(
         self,
@@ -295,7 +306,7 @@ class HttpConnector:
             all_headers["Idempotency-Key"] = idempotency_key
         retryable = retry if retry is not None else idempotency_key is not None
         url = self.url_for(path_template, **params)
-        return await self.request(
+        return await self._request(
             "POST", url, json_body=body, headers=all_headers, retry=retryable, route=path_template
         )
 
@@ -315,6 +326,21 @@ class HttpConnector:
         ``route`` names the endpoint for observers (default: the URL's path).
         """
         self.check_url(url)
+        return await self._request(method, url, query=query, json_body=json_body, headers=headers, retry=retry,
+                                   route=route)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        retry: bool = True,
+        route: str | None = None,
+    ) -> JsonResponse:
+        """``request`` for a URL already checked (made by ``url_for``)."""
         route = route if route is not None else urlsplit(url).path
         self.calls += 1
         started = time.monotonic()

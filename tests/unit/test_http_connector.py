@@ -42,6 +42,19 @@ async def test_a_template_that_leaves_the_host_is_refused(sandbox: SandboxServer
         http.url_for("@evil.example{path}", path="/x")
 
 
+async def test_a_checked_template_still_keeps_every_parameter_on_the_host(sandbox: SandboxServer) -> None:
+    """The host check runs once per "/..." template; hostile parameters after that stay in the path."""
+    http = HttpConnector("customers", HttpSettings(base_url=sandbox.url))
+    http.url_for("/v1/customers/{id}", id="C1")
+    for hostile in ("@evil.example", "//evil.example/x", "\\\\evil.example", "x#@evil.example:80", "%2F%2Fevil"):
+        url = http.url_for("/v1/customers/{id}", id=hostile)
+        assert http.check_url(url) == url  # what the full check says of each
+    with pytest.raises(PermanentError, match="not the allowed host"):  # a template off the host: every call
+        http.url_for("@evil.example{path}", path="/x")
+    with pytest.raises(PermanentError, match="not the allowed host"):
+        http.url_for("@evil.example{path}", path="/x")
+
+
 async def _serve(handler: web.RequestHandler) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
