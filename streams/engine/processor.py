@@ -111,7 +111,7 @@ class EventProcessor:
                 outbound.value = None
             return outbound
         try:
-            event = self._serde.decode(record.value, self._pipeline.input_subject)
+            event, source = self._serde.decode_with_source(record.value, self._pipeline.input_subject)
         except Exception as exc:  # noqa: BLE001 - every decode failure is poison, routed
             return self._failed(record, exc, event_id_of(record, None))
         event_id = event_id_of(record, event)
@@ -129,7 +129,7 @@ class EventProcessor:
         try:
             with bind_event(event_id=event_id):
                 enriched = await self._pipeline.process(event)
-            value = self._serde.encode(self._pipeline.output_subject, enriched)
+            value = self._serde.encode_based_on(self._pipeline.output_subject, enriched, source)
             if self._max_record_bytes is not None and len(value) > self._max_record_bytes:
                 raise OutputTooLarge(f"encoded output of {len(value)} bytes exceeds "
                                      f"max_record_bytes={self._max_record_bytes}")

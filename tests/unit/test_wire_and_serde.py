@@ -102,3 +102,62 @@ def test_an_id_pinned_twice_is_a_load_error(tmp_path: Path) -> None:
     (copy / "registry.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="pinned twice"):
         EmbeddedRegistry.load(copy)
+
+
+def _enriched(order: dict, n: int) -> dict:
+    """An output built the way pipelines build it: the decoded order's own objects, plus more."""
+    return {
+        **order,
+        "customer": {"customer_id": order["customer_id"], "name": f"Name {n}", "tier": "gold", "country": "DE",
+                     "since": "2020-01-01"},
+        "risk": None if n % 3 == 0 else {"score": n % 100, "band": "low", "source": "live"},
+        "amount_eur_cents": None if n % 2 else n * 7,
+        "products": [{"sku": item["sku"], "product_id": None if n % 4 == 0 else f"P{n}", "name": "x",
+                      "category": "c"} for item in order["items"][: n % 3]],
+        "degraded": bool(n % 5 == 0),
+        "degraded_reasons": ["fx: stale rate (timeout)"] if n % 5 == 0 else [],
+        "enriched_at": 1_700_000_000_000 + n,
+        "pipeline": "orders-enricher",
+    }
+
+
+def test_encoding_based_on_the_input_body_gives_the_bytes_of_a_full_encode(serde: AvroSerde) -> None:
+    """The output's first fields are the input's: their bytes are reused (splice), nothing else changes."""
+    orders = sample_orders(200, seed=11)
+    for n, order in enumerate(orders):
+        if n % 2:
+            order["coupon_code"] = f"SAVE{n}"
+        event, source = serde.decode_with_source(serde.encode(ORDER_PLACED, order), ORDER_PLACED)
+        assert source is not None and source.record is event
+        enriched = _enriched(event, n)
+        spliced = serde.encode_based_on(ENRICHED_ORDER, enriched, source)
+        assert spliced == serde.encode(ENRICHED_ORDER, enriched)
+        assert serde.decode(spliced, ENRICHED_ORDER)["customer"]["name"] == f"Name {n}"
+    assert serde._splices  # the splice was planned (and used), not skipped
+    assert all(plan is not None for plan in serde._splices.values())
+
+
+def test_a_changed_order_field_or_a_resolved_input_is_encoded_in_full(serde: AvroSerde) -> None:
+    order = sample_orders(1, seed=3)[0]
+    event, source = serde.decode_with_source(serde.encode(ORDER_PLACED, order), ORDER_PLACED)
+    changed = {**_enriched(event, 1), "channel": "store-42", "items": [dict(event["items"][0], quantity=9)]}
+    out = serde.decode(serde.encode_based_on(ENRICHED_ORDER, changed, source), ENRICHED_ORDER)
+    assert out["channel"] == "store-42" and out["items"] == [dict(event["items"][0], quantity=9)]
+    good = _enriched(event, 2)
+    missing = {key: value for key, value in good.items() if key != "pipeline"}
+    for bad in (missing, {**good, "unexpected": 1}):  # refused exactly as a full encode refuses it
+        with pytest.raises(AvroEncodeError, match="EnrichedOrder v3"):
+            serde.encode_based_on(ENRICHED_ORDER, bad, source)
+        with pytest.raises(AvroEncodeError, match="EnrichedOrder v3"):
+            serde.encode(ENRICHED_ORDER, bad)
+    # Written with OrderPlaced v1 (id 1), read as the latest: resolved, so its body is not the record's.
+    v1 = serde.registry.by_id(1)
+    old = {key: value for key, value in order.items() if key != "coupon_code"}
+    _, resolved = serde.decode_with_source(serde.encode_with(v1, old), ORDER_PLACED)
+    assert resolved is None
+    # An output schema that does not start with the input's fields (EnrichedOrder v1 vs OrderPlaced v1
+    # does; Product does not): no plan, a full encode.
+    from streams.serde.avro import _Splice
+
+    assert _Splice.plan(serde.registry.by_id(3), serde.registry.by_id(4)) is None
+    assert _Splice.plan(serde.registry.by_id(6), serde.registry.by_id(4)) is not None
