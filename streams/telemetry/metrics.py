@@ -40,7 +40,8 @@ What Prometheus sees (every series also has ``pipeline``):
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Literal, Protocol
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -48,6 +49,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "ConnectorMetrics", "MetricName", "PipelineMetrics"]
 
@@ -125,6 +128,41 @@ class _Gauge:
         return [Observation(value, {**base, **dict(labels)}) for labels, value in items]
 
 
+class _CallHistogram:
+    """A histogram recorded per connector call with a bisect and two additions (~1 us), served to
+    Prometheus by ``collect``. OpenTelemetry's ``Histogram.record`` cost ~10 us per call (label
+    hashing, storage lookups, a lock), ~4 % of a busy worker's CPU; the series it exposed are the
+    same: name, help, labels, buckets, ``_count`` and ``_sum``.
+    """
+
+    def __init__(self, name: str, documentation: str, bounds: tuple[float, ...], label_names: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = bounds
+        self.label_names = label_names
+        self._series: dict[tuple[str, ...], list[float]] = {}  # labels -> [count per bucket..., +Inf, sum]
+
+    def record(self, seconds: float, label_values: tuple[str, ...]) -> None:
+        series = self._series.get(label_values)
+        if series is None:
+            series = self._series[label_values] = [0.0] * (len(self.bounds) + 2)
+        series[bisect_left(self.bounds, seconds)] += 1  # the first bucket whose bound is >= seconds
+        series[-1] += seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
+        for label_values, series in list(self._series.items()):
+            counts, running, buckets = series[:-1], 0.0, []
+            for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), counts, strict=True):
+                running += count
+                buckets.append((bound, running))
+            family.add_metric(list(label_values), buckets, sum_value=series[-1])
+        yield family
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
+
+
 class PipelineMetrics:
     """The metrics of one pipeline worker, with their own Prometheus registry.
 
@@ -154,12 +192,13 @@ class PipelineMetrics:
         self._duplicates = meter.create_counter(
             MetricName.DUPLICATES, "{event}", "Effects found already done (an idempotency key seen again)"
         )
-        self._call_duration = meter.create_histogram(
-            MetricName.CONNECTOR_CALL_DURATION,
-            "s",
+        self._call_duration = _CallHistogram(
+            MetricName.CONNECTOR_CALL_DURATION.replace(".", "_") + "_seconds",
             "Duration of connector HTTP calls",
-            explicit_bucket_boundaries_advisory=CALL_DURATION_BUCKETS,
+            CALL_DURATION_BUCKETS,
+            ("pipeline", "connector", "status"),
         )
+        self.registry.register(self._call_duration)
         self._limiter_wait = meter.create_histogram(
             MetricName.LIMITER_WAIT,
             "s",
@@ -312,14 +351,14 @@ class ConnectorMetrics:
         self.name = name
         self._labels = {**metrics._base, "connector": name}
         self._state_labels: Labels = (("connector", name),)
-        self._by_status: dict[int | str, dict[str, str]] = {}  # the labels of each status, made once
+        self._by_status: dict[int | str, tuple[str, str, str]] = {}  # the labels of each status, made once
         self.breaker_state("closed")
 
     def call(self, status: int | str, seconds: float) -> None:
         """One call: ``status`` is the HTTP status, or a word (``timeout``, ``connection_error``, ``circuit_open``)."""
         labels = self._by_status.get(status)
         if labels is None:
-            labels = self._by_status[status] = {**self._labels, "status": str(status)}
+            labels = self._by_status[status] = (self._metrics.pipeline, self.name, str(status))
         self._metrics._call_duration.record(seconds, labels)
 
     def breaker_state(self, state: str) -> None:

@@ -60,6 +60,15 @@ def test_connector_calls_are_a_latency_histogram_by_status(metrics: PipelineMetr
     assert v[key(f"{name}_bucket", connector="customers", status="200", le="0.025")] == 1
     assert v[key(f"{name}_bucket", connector="customers", status="200", le="0.5")] == 2
     assert v[key(f"{name}_count", connector="customers", status="timeout")] == 1
+    # Prometheus buckets are "less than or equal": a value on a bound counts in that bound's bucket.
+    metrics.connector_call("customers", 503, 0.05)
+    metrics.connector_call("customers", 503, 45.0)
+    v = values(metrics)
+    assert v[key(f"{name}_bucket", connector="customers", status="503", le="0.025")] == 0
+    assert v[key(f"{name}_bucket", connector="customers", status="503", le="0.05")] == 1
+    assert v[key(f"{name}_bucket", connector="customers", status="503", le="30.0")] == 1
+    assert v[key(f"{name}_bucket", connector="customers", status="503", le="+Inf")] == 2
+    assert v[key(f"{name}_sum", connector="customers", status="503")] == pytest.approx(45.05)
 
 
 @dataclass
