@@ -128,6 +128,7 @@ class HttpConnector:
         "_call_observers",
         "_checked_templates",
         "_deprecation_observers",
+        "_full_timeout",
         "_header_hooks",
         "_policy",
         "_scheme",
@@ -166,6 +167,9 @@ class HttpConnector:
         }
         self._base = settings.base_url.rstrip("/")
         self._checked_templates: set[str] = set()
+        self._full_timeout = aiohttp.ClientTimeout(
+            total=settings.total_timeout, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
         self._policy = settings.retry_policy
         self._session: aiohttp.ClientSession | None = None
         self._call_observers: list[Callable[[CallOutcome], None]] = []
@@ -482,9 +486,12 @@ class HttpConnector:
         for hook in self._header_hooks:
             hook(headers)
         s = self.settings
-        timeout = aiohttp.ClientTimeout(
-            total=max(0.001, min(s.total_timeout, budget)), sock_connect=s.connect_timeout, sock_read=s.read_timeout
-        )
+        if budget >= s.total_timeout:
+            timeout = self._full_timeout  # the common case: made once, not per call
+        else:
+            timeout = aiohttp.ClientTimeout(
+                total=max(0.001, budget), sock_connect=s.connect_timeout, sock_read=s.read_timeout
+            )
         try:
             async with session.request(
                 method, url, params=query, json=json_body, headers=headers, allow_redirects=False, timeout=timeout
@@ -509,7 +516,7 @@ class HttpConnector:
                     )
                 body = await self._read_capped(response)
                 response_headers = response.headers
-                final_url = str(response.url)
+                final_url = url if not query else str(response.url)  # no redirects are followed
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TransientError(f"{self.name}: timed out calling the API", connector=self.name) from exc
         except aiohttp.ClientError as exc:
@@ -534,6 +541,10 @@ class HttpConnector:
                 connector=self.name,
                 status=response.status,
             )
+        if response.content_length is not None and response.headers.get("Content-Encoding", "identity") == "identity":
+            # Exactly Content-Length bytes, checked against the cap above. Not when compressed: the
+            # length is then the compressed size, and the decompressed body is counted below.
+            return await response.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):
