@@ -58,7 +58,10 @@ class Settings(BaseSettings):
     strict_key_order: bool = Field(default=False, description="Later events of a key wait behind its retries.")
     dedupe: str = Field(default="count", pattern="^(off|count|drop)$",
                         description="Processed event ids: off, count duplicates, or drop them.")
-    dedupe_max_ids: int = Field(default=200_000, ge=1000, description="Event ids remembered per partition.")
+    dedupe_max_ids: int = Field(
+        default=20_000, ge=1000, description="Event ids remembered per partition (~180 bytes each): redeliveries "
+        "come from the last commit interval and the buffered events, far fewer; memory stays flat however many "
+        "events a worker has processed.")
     dedupe_retention_hours: float = Field(default=168.0, gt=0, description="How long processed ids are kept.")
     drain_deadline: float = Field(default=20.0, gt=0, description="Seconds in-flight events get on rebalance/stop.")
     batch_size: int = Field(default=500, ge=1, description="Most events taken from the stream at once.")

@@ -64,7 +64,7 @@ class DedupeMode(enum.StrEnum):
 
 
 class ProcessedIds:
-    def __init__(self, bootstrap: str, topic: str, *, mode: DedupeMode, max_ids: int = 200_000,
+    def __init__(self, bootstrap: str, topic: str, *, mode: DedupeMode, max_ids: int = 20_000,
                  security: Mapping[str, Any] | None = None) -> None:
         self.topic = topic
         self.mode = mode
