@@ -205,8 +205,9 @@ class Engine(Generic[H]):
                 set_event_outcome(span, "duplicate_dropped")
                 self._settle(job, *self._tracker.complete(job.tracked))
                 return
-            set_event_outcome(span, _outcome(outbound), error_kind=_header(outbound, Header.ERROR_KIND),
-                              event_id=outbound.event_id)
+            if span.is_recording():
+                set_event_outcome(span, _outcome(outbound), error_kind=_header(outbound, Header.ERROR_KIND),
+                                  event_id=outbound.event_id)
             with produce_span(outbound.topic, pipeline=self._pipeline, partition=outbound.partition,
                               event_id=outbound.event_id):
                 inject_headers(outbound.headers)  # the record carries this span's context onwards
@@ -260,11 +261,10 @@ class Engine(Generic[H]):
     def _count_delivered(self, outbound: OutboundRecord) -> None:
         """Counted when the broker has the record, so the counters match the topics."""
         assert self._metrics is not None
-        kind = _header(outbound, Header.ERROR_KIND) or "parked"
         if outbound.failed:
-            self._metrics.event_dead_lettered(kind)
+            self._metrics.event_dead_lettered(_header(outbound, Header.ERROR_KIND) or "parked")
         elif outbound.retry:
-            self._metrics.event_retried(kind, outbound.topic)
+            self._metrics.event_retried(_header(outbound, Header.ERROR_KIND) or "parked", outbound.topic)
         else:
             self._metrics.event_out(outbound.topic)
 

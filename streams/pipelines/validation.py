@@ -95,9 +95,24 @@ def _item_ok(item: Any) -> bool:
     if type(item) is not dict:
         return False
     sku, quantity, price = item.get("sku"), item.get("quantity"), item.get("unit_price_cents")
-    return (type(sku) is str and 0 < len(sku) <= MAX_ID and ID.fullmatch(sku) is not None
+    return (type(sku) is str and (sku in _GOOD_SKUS or _good_sku(sku))
             and type(quantity) is int and 1 <= quantity <= MAX_QUANTITY
             and type(price) is int and 0 <= price <= MAX_CENTS)
+
+
+# SKUs repeat across orders (a catalog's worth of them): each passes the pattern once, then is
+# a set lookup. Bounded: emptied when full.
+_GOOD_SKUS: set[str] = set()
+_GOOD_SKUS_MAX = 50_000
+
+
+def _good_sku(sku: str) -> bool:
+    if not (0 < len(sku) <= MAX_ID and ID.fullmatch(sku) is not None):
+        return False
+    if len(_GOOD_SKUS) >= _GOOD_SKUS_MAX:
+        _GOOD_SKUS.clear()
+    _GOOD_SKUS.add(sku)
+    return True
 
 
 def _strings_ok(value: Any) -> bool:

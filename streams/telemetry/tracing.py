@@ -313,8 +313,10 @@ def inject_headers(
     ``headers`` is a list of (name, bytes) pairs or a dict; any trace headers already there
     (copied from the input) are replaced. Changes and returns the same object.
     """
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, context=context)
+    carrier = _carrier_of(context)
+    if carrier is None:
+        carrier = {}
+        _propagator.inject(carrier, context=context)
     if isinstance(headers, list):
         headers[:] = [(name, value) for name, value in headers if name not in _TRACE_HEADERS]
         headers.extend((name, value.encode()) for name, value in carrier.items())
@@ -329,7 +331,11 @@ def inject_http_headers(headers: MutableMapping[str, str], context: Context | No
     """Write ``traceparent`` (and ``tracestate``) of the current span into HTTP request headers."""
     for name in _TRACE_HEADERS:
         headers.pop(name, None)
-    _propagator.inject(headers, context=context)
+    carrier = _carrier_of(context)
+    if carrier is not None:
+        headers.update(carrier)
+    else:
+        _propagator.inject(headers, context=context)
     return headers
 
 
@@ -352,6 +358,29 @@ def _unexported() -> TracerProvider | None:
     return None
 
 
+class _UnrecordedSpan(NonRecordingSpan):
+    """A ``NonRecordingSpan`` of ours that formats its W3C headers once: the event's HTTP call
+    and its output record carry the same context (see ``_unrecorded_child``)."""
+
+    _carrier: dict[str, str] | None = None
+
+    def carrier(self) -> dict[str, str]:
+        carrier = self._carrier
+        if carrier is None:
+            context = self.get_span_context()
+            carrier = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"}
+            if context.trace_state:
+                carrier["tracestate"] = context.trace_state.to_header()
+            self._carrier = carrier
+        return carrier
+
+
+def _carrier_of(context: Context | None) -> dict[str, str] | None:
+    """The cached headers of the current (or ``context``'s) span when it is one of ours."""
+    span = trace.get_current_span(context)
+    return span.carrier() if type(span) is _UnrecordedSpan else None
+
+
 @contextlib.contextmanager
 def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind, context: Context | None) -> Iterator[Span]:
     """What the SDK's ``start_as_current_span`` makes, minus the recording: ids, flags and
@@ -367,8 +396,8 @@ def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind, contex
     flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
     if random_trace_id:
         flags |= TraceFlags.RANDOM_TRACE_ID
-    span = NonRecordingSpan(SpanContext(trace_id, provider.id_generator.generate_span_id(), is_remote=False,
-                                        trace_flags=TraceFlags(flags), trace_state=result.trace_state))
+    span = _UnrecordedSpan(SpanContext(trace_id, provider.id_generator.generate_span_id(), is_remote=False,
+                                       trace_flags=TraceFlags(flags), trace_state=result.trace_state))
     token = context_api.attach(trace.set_span_in_context(span))
     try:
         yield span

@@ -336,6 +336,29 @@ def test_none_still_makes_trace_ids_for_logs_and_propagation(restore_provider: N
     provider.shutdown()
 
 
+def test_none_propagates_the_event_span_unchanged_to_the_api_and_the_output(restore_provider: None) -> None:
+    """Nothing records: the HTTP call and the output carry the consume span's context (the same
+    trace id as the input, the consume span as parent), formatted as the W3C propagator would."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    provider = configure_tracing("none", set_global=False)
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    record = Record(headers={Header.TRACEPARENT: incoming.encode(), Header.TRACESTATE: b"vendor=x"})
+    with consume_span(record, "p"):
+        assert type(trace.get_current_span()).__name__ == "_UnrecordedSpan"  # the cached path is the one tested
+        expected: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(expected)
+        with connector_span("customers", "GET", "http://api/v1/customers/C1"):
+            http = inject_http_headers({"traceparent": "stale"})
+        with produce_span("out", pipeline="p"):
+            kafka = inject_headers([(Header.TRACEPARENT, b"stale"), ("event-id", b"e1")])
+    assert http == expected and expected["tracestate"] == "vendor=x"
+    assert expected["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert expected["traceparent"] != incoming  # a span id of its own, the input's as its parent
+    assert dict(kafka) == {"event-id": b"e1", **{k: v.encode() for k, v in expected.items()}}
+    provider.shutdown()
+
+
 def test_otlp_builds_an_exporter_without_connecting(restore_provider: None) -> None:
     provider = configure_tracing("otlp", otlp_endpoint="http://127.0.0.1:9/v1/traces", set_global=False)
     provider.shutdown()  # nothing was recorded, so nothing is sent
