@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint kafka-start kafka-stop clean
+.PHONY: demo test lint bench kafka-start kafka-stop clean
 
 demo: $(STAMP)
 	$(BIN)/streams demo
@@ -16,6 +16,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The benchmark (bench/README.md): make bench, or make bench BENCH_ARGS=--quick
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 kafka-start: $(STAMP)
 	$(BIN)/streams kafka start

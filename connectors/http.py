@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -104,6 +104,16 @@ class CallOutcome:
     status: int | str
     seconds: float
     attempt: int
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword options of ``HttpConnector.request``."""
+
+    query: Mapping[str, str] | None
+    json_body: Any
+    headers: Mapping[str, str] | None
+    retry: bool
+    route: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,37 +324,20 @@ class HttpConnector:
             "POST", url, json_body=body, headers=all_headers, retry=retryable, route=path_template
         )
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        retry: bool = True,
-        route: str | None = None,
-    ) -> JsonResponse:
+    async def request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> JsonResponse:
         """One call to an allowed absolute URL: attempts, backoff, breaker, limiter, auth.
 
-        ``route`` names the endpoint for observers (default: the URL's path).
+        Options: ``query``, ``json_body``, ``headers``, ``retry`` (default True) and ``route``,
+        which names the endpoint for observers (default: the URL's path).
         """
         self.check_url(url)
-        return await self._request(method, url, query=query, json_body=json_body, headers=headers, retry=retry,
-                                   route=route)
+        return await self._request(method, url, **options)
 
-    async def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        retry: bool = True,
-        route: str | None = None,
-    ) -> JsonResponse:
+    async def _request(self, method: str, url: str, **options: Unpack[RequestOptions]) -> JsonResponse:
         """``request`` for a URL already checked (made by ``url_for``)."""
+        query, json_body, headers = options.get("query"), options.get("json_body"), options.get("headers")
+        retry = options.get("retry", True)
+        route = options.get("route")
         route = route if route is not None else urlsplit(url).path
         self.calls += 1
         started = time.monotonic()

@@ -87,6 +87,17 @@ def _canonical(avro_type: Any) -> str:
 _MISSING = object()
 
 
+def _framed(schema: RegisteredSchema, parsed: Any, record: dict[str, Any], prefix: bytes = b"") -> bytes:
+    """``prefix`` then ``record`` written with ``parsed``, framed with ``schema``'s id."""
+    buffer = io.BytesIO()
+    buffer.write(prefix)
+    try:
+        fastavro.schemaless_writer(buffer, parsed, record, strict_allow_default=True)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise AvroEncodeError(f"record does not match {schema.subject} v{schema.version}: {exc}") from exc
+    return frame(schema.schema_id, buffer.getvalue())
+
+
 class AvroSerde:
     """Encodes and decodes Avro records in the Confluent wire format."""
 
@@ -130,25 +141,10 @@ class AvroSerde:
         rest = {name: record[name] for name in splice.tail_names if name in record}
         if len(rest) + len(splice.prefix) != len(record):
             return self.encode_with(schema, record)  # fields the schema lacks: its error message
-        buffer = io.BytesIO()
-        buffer.write(source.body)
-        try:
-            fastavro.schemaless_writer(buffer, splice.tail, rest, strict_allow_default=True)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            raise AvroEncodeError(
-                f"record does not match {schema.subject} v{schema.version}: {exc}"
-            ) from exc
-        return frame(schema.schema_id, buffer.getvalue())
+        return _framed(schema, splice.tail, rest, prefix=source.body)
 
     def encode_with(self, schema: RegisteredSchema, record: dict[str, Any]) -> bytes:
-        buffer = io.BytesIO()
-        try:
-            fastavro.schemaless_writer(buffer, schema.parsed, record, strict_allow_default=True)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            raise AvroEncodeError(
-                f"record does not match {schema.subject} v{schema.version}: {exc}"
-            ) from exc
-        return frame(schema.schema_id, buffer.getvalue())
+        return _framed(schema, schema.parsed, record)
 
     def decode(self, data: bytes | None, reader_subject: str | None = None) -> dict[str, Any]:
         """Read a framed record; resolve it to the latest ``reader_subject`` schema if given.
