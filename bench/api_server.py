@@ -28,6 +28,8 @@ from typing import IO
 
 import psutil
 
+import streams.runtime
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -130,14 +132,6 @@ class ApiServer:
         self.stop()
 
 
-def uvloop_available() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 async def _serve(port: int, latency_ms: float) -> None:
     from aiohttp import web
 
@@ -162,12 +156,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args()
-    if uvloop_available():
-        import uvloop
-
-        uvloop.run(_serve(args.port, args.latency_ms))
-    else:
-        asyncio.run(_serve(args.port, args.latency_ms))
+    streams.runtime.run(_serve(args.port, args.latency_ms))
 
 
 if __name__ == "__main__":

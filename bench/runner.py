@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from bench.api_server import ApiServer, uvloop_available
+from bench.api_server import ApiServer
 from bench.contenders import CONTENDERS, ContenderSpec, RunTopics
 from bench.data import Dataset, make_dataset, zipf_share_of_hottest
 from bench.kafka_io import (
@@ -37,6 +37,7 @@ from bench.kafka_io import (
     produce_open_loop,
 )
 from bench.processes import Contender, ProcessMeter, system_busy_seconds
+from streams.runtime import choose_event_loop
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,7 @@ def _say(text: str) -> None:
 async def run_suite(plan: Plan) -> SuiteReport:
     report = SuiteReport(time.strftime("%Y-%m-%dT%H:%M:%S%z"), plan.bootstrap, plan.events, plan.partitions,
                          plan.rate)
-    report.api_server = (f"sandbox app ({'uvloop' if uvloop_available() else 'asyncio'}, access log off) in "
+    report.api_server = (f"sandbox app ({choose_event_loop('auto')}, access log off) in "
                          f"{plan.api_workers} separate process(es), SO_REUSEPORT")
     report.uptime_before = _uptime()
     _say(f"bench: broker {plan.bootstrap}; {report.uptime_before}")

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 
 class RuntimeSettings(Protocol):
@@ -35,6 +36,16 @@ def tune_runtime(settings: RuntimeSettings) -> str:
     if settings.gc_gen0_threshold > 0:
         gc.set_threshold(settings.gc_gen0_threshold, 20, 20)
     return f"event loop {loop}, gc thresholds {gc.get_threshold()}"
+
+
+def run(main: Coroutine[Any, Any, None], wanted: str = "auto") -> None:
+    """``asyncio.run(main)`` on the loop ``wanted`` chooses (``auto``: uvloop where installed)."""
+    if choose_event_loop(wanted) == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 def choose_event_loop(wanted: str) -> str:

@@ -8,33 +8,16 @@ counts their output exactly as it counts ours.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from streams.names import Header
 from streams.pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
-from streams.runtime import choose_event_loop
 from streams.serde import AvroSerde, EmbeddedRegistry
 
 CUSTOMER_FIELDS = ("customer_id", "name", "tier", "country", "since")
 PLACEHOLDER_CUSTOMER = {"customer_id": "", "name": "", "tier": "", "country": "", "since": ""}
-
-
-def run_on_workers_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run on the event loop ours runs on by default (uvloop where installed): like for like.
-
-    Only the loop: ours' other runtime tuning (its garbage collector thresholds) is ours' own
-    work, not something the baselines are given.
-    """
-    if choose_event_loop("auto") == "uvloop":
-        import uvloop
-
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
 
 
 @dataclass(frozen=True)

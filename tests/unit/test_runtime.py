@@ -47,3 +47,18 @@ def test_zero_keeps_pythons_gc_thresholds(restore_runtime):
     before = gc.get_threshold()
     tune_runtime(_Settings("asyncio", 0))
     assert gc.get_threshold() == before
+
+
+def test_run_uses_the_chosen_loop() -> None:
+    import uvloop
+
+    from streams.runtime import run
+
+    seen: list[type] = []
+
+    async def which() -> None:
+        seen.append(type(asyncio.get_running_loop()))
+
+    run(which())
+    run(which(), wanted="asyncio")
+    assert seen[0] is uvloop.Loop and not issubclass(seen[1], uvloop.Loop)
