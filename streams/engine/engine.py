@@ -341,7 +341,9 @@ class Engine(Generic[H]):
     def begin_drain(self, reason: str) -> None:
         """Stop starting work; give up queued and held events; in-flight ones get the deadline."""
         self.generation += 1
-        if reason == "shutdown":
+        if reason == "rebalance":
+            self._port.fence()  # the old assignment's events still in Faust's hands are stale
+        elif reason == "shutdown":
             # No new work after this: Faust still hands over what it had buffered. Tracked after
             # retire() below, in fresh partition queues, such an event could be acknowledged
             # while an earlier offset of its partition was given up just now -- and Faust's
@@ -350,7 +352,6 @@ class Engine(Generic[H]):
             # SIGTERM-under-load test: partition 5 offset 405 given up, 406 delivered after the
             # drain began and acknowledged, 407 committed.
             self._stopping = True
-        self._port.fence()
         self.processor.forget_parking()
         if self._processed is not None:
             self._processed.forget_loaded()

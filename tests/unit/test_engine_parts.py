@@ -149,3 +149,43 @@ async def test_delay_gate_drop_forgets_everything_held() -> None:
     assert gate.drop_all() == ["a"]
     await asyncio.sleep(0.1)
     assert released == []
+
+
+class _ReleasingPort:
+    """Just what a shutdown drain touches: every other call would be the engine processing an event."""
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def is_stale(self, handle: str) -> bool:
+        return False  # as Faust's message without a generation: only the engine's own state decides
+
+    def release(self, handle: str) -> None:
+        self.released.append(handle)
+
+    def pause(self, partition: Hashable) -> None:  # handed to the delay gate at construction
+        pass
+
+    resume = pause
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the engine called port.{name} for an event delivered after shutdown began")
+
+
+class _IdleProcessor:
+    def forget_parking(self) -> None:
+        pass
+
+
+async def test_events_delivered_after_a_shutdown_drain_began_are_released_not_processed() -> None:
+    """Faust hands over buffered events after the drain; processed and acked in fresh offset queues,
+    one could be committed past an offset the drain gave up (a loss seen in the SIGTERM test)."""
+    from streams.engine.engine import Engine
+
+    port = _ReleasingPort()
+    engine = Engine(_IdleProcessor(), port, max_in_flight=2, max_buffered=4, drain_deadline=0.1)  # type: ignore[arg-type]
+    await engine.start()
+    engine.begin_drain("shutdown")
+    await engine.submit(["offset-406", "offset-407"])
+    assert port.released == ["offset-406", "offset-407"] and engine.released == 2
+    await engine.stop()
