@@ -15,7 +15,7 @@ import io
 import time
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -37,6 +37,7 @@ from streams.serde import AvroSerde, EmbeddedRegistry
 from streams.serde.avro import AvroDecodeError, AvroEncodeError
 from streams.serde.registry import UnknownSchemaError
 from streams.serde.wire import WireFormatError, frame
+from tests.local_http import Handler, serve
 
 SERDE = AvroSerde(EmbeddedRegistry.load())
 RETRY = RetryPolicy("hostile", ["1s"])
@@ -267,23 +268,6 @@ def test_the_deserializer_raises_only_its_three_poison_errors_on_random_bytes(da
 
 
 # -- API answers -------------------------------------------------------------------------------------
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
 
 @pytest.fixture
 async def api() -> AsyncIterator[Callable[[Handler], Any]]:

@@ -10,6 +10,7 @@ from aiohttp import web
 from connectors import CustomerConnector, HttpConnector, HttpSettings, PermanentError, TransientError
 from sandbox.customers import customer_for
 from sandbox.server import SandboxServer
+from tests.local_http import serve
 
 
 @pytest.fixture
@@ -55,20 +56,6 @@ async def test_a_checked_template_still_keeps_every_parameter_on_the_host(sandbo
         http.url_for("@evil.example{path}", path="/x")
 
 
-async def _serve(handler: web.RequestHandler) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 async def test_5xx_is_retried_then_raised_as_transient() -> None:
     calls = 0
 
@@ -77,7 +64,7 @@ async def test_5xx_is_retried_then_raised_as_transient() -> None:
         calls += 1
         return web.Response(status=503)
 
-    async for url in _serve(failing):
+    async for url in serve(failing):
         async with HttpConnector("flaky", HttpSettings(base_url=url, max_attempts=3, backoff_base=0.001)) as http:
             with pytest.raises(TransientError) as caught:
                 await http.get_json("/x")
@@ -88,7 +75,7 @@ async def test_oversized_body_is_refused() -> None:
     async def huge(_: web.Request) -> web.Response:
         return web.Response(body=b"[" + b"1," * 100_000 + b"1]", content_type="application/json")
 
-    async for url in _serve(huge):
+    async for url in serve(huge):
         async with HttpConnector("big", HttpSettings(base_url=url, max_response_bytes=10_000)) as http:
             with pytest.raises(PermanentError, match="exceeds the 10000-byte cap"):
                 await http.get_json("/x")
@@ -98,7 +85,7 @@ async def test_malformed_customer_response_is_permanent() -> None:
     async def wrong(_: web.Request) -> web.Response:
         return web.json_response({"customer_id": "C000001", "name": 42})
 
-    async for url in _serve(wrong):
+    async for url in serve(wrong):
         async with CustomerConnector(HttpSettings(base_url=url)) as customers:
             with pytest.raises(PermanentError, match="field 'name'"):
                 await customers.get("C000001")
@@ -108,7 +95,7 @@ async def test_connection_refused_is_transient() -> None:
     async def ok(_: web.Request) -> web.Response:
         return web.Response()
 
-    async for url in _serve(ok):
+    async for url in serve(ok):
         dead = url
     async with HttpConnector("down", HttpSettings(base_url=dead, max_attempts=1)) as http:
         with pytest.raises(TransientError, match="connection failed"):
