@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.processes import CommandProcess, Contender
+from bench.processes import Contender
 from streams.names import dlq_topic
-from streams.worker_process import WorkerProcess
+from streams.worker_process import ChildProcess, WorkerProcess
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _baseline(module: str) -> Callable[[RunTopics], Contender]:
         command = [sys.executable, "-m", f"bench.baselines.{module}", "--bootstrap", run.bootstrap,
                    "--input", run.input_topic, "--output", run.output_topic, "--group", run.name,
                    "--api-url", run.api_url]
-        return CommandProcess(command, run.workdir / f"{run.name}.log").start()
+        return ChildProcess(command, run.workdir / f"{run.name}.log").start()
 
     return start
 

@@ -8,17 +8,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 import psutil
 
 
 class Contender(Protocol):
-    """What the runner needs from a started contender (``WorkerProcess`` has the same shape)."""
+    """What the runner needs from a started contender (``streams.worker_process.ChildProcess``)."""
 
     @property
     def pid(self) -> int | None: ...
@@ -29,54 +26,6 @@ class Contender(Protocol):
     def stop(self, timeout: float = 30.0) -> int | None: ...
 
     def log_tail(self, lines: int = 40) -> str: ...
-
-
-class CommandProcess:
-    """A baseline: any command in a child process of its own session; output to a log file."""
-
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.command = command
-        self.log_path = log_path
-        self.env = {**os.environ, **(env or {})}
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> CommandProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self._process = subprocess.Popen(self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        if self._process is None:
-            return None
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return self._process.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
 
 
 class ProcessMeter:

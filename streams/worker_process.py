@@ -12,23 +12,25 @@ import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 
-class WorkerProcess:
-    """Runs ``python -m streams worker`` with extra environment; output to a log file."""
+class ChildProcess:
+    """Any command in a child process of its own session, output to a log file (the bench's
+    baselines use it as it is)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = {**os.environ, **env}
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.command = command
+        self.env = {**os.environ, **(env or {})}
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"],
+            self.command,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -80,10 +82,17 @@ class WorkerProcess:
         except FileNotFoundError:
             return ""
 
-    def __enter__(self) -> WorkerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class WorkerProcess(ChildProcess):
+    """Runs ``python -m streams worker`` with extra environment; output to a log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        super().__init__([sys.executable, "-m", "streams", "worker"], log_path, env)
