@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(default=5, ge=0, description="Producer linger, milliseconds.")
     producer_batch_bytes: int = Field(default=256 * 1024, ge=1024, description="Producer batch size, bytes.")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
-        default="auto", description="The worker's event loop: auto is uvloop where installed (bench/PROFILE.md).")
+        default="auto", description="The worker's event loop: auto is uvloop where installed, asyncio's "
+        "when Kafka is reached over TLS (streams/runtime.py).")
     gc_gen0_threshold: int = Field(
         default=50_000, ge=0, description="Allocations between young-generation collections; 0 keeps Python's "
         "default (700). Buffered events survive into the old generation, whose full scans cost ~18% of a "

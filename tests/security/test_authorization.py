@@ -34,11 +34,9 @@ async def test_least_privilege_worker_enriches_everything_and_is_denied_nothing(
     log_start = pipeline.kafka.log_size()
     await pipeline.produce(orders(EVENTS, "ok"))
     with pipeline.worker() as worker:
-        # Idle up to 60 s: once, as the first test on a just-started secure broker, the worker's
-        # first processed-ids load took 30 s before any output (unexplained; the loads are
-        # ~0.6 s otherwise), and a 30 s idle limit read nothing although all 60 were enriched.
-        records = await pipeline.read([pipeline.output_topic, pipeline.dlq], until=EVENTS, deadline=90,
-                                      idle_timeout=60)
+        # The default 30 s idle limit: the worker's loop over TLS is asyncio's (streams/runtime.py);
+        # on uvloop a processed-ids load's close sometimes waited 30 s and this read nothing.
+        records = await pipeline.read([pipeline.output_topic, pipeline.dlq], until=EVENTS, deadline=90)
         assert worker.alive, worker.log_tail()
         await wait_for(lambda: sum(max(0, o) for o in pipeline.committed().values()) == EVENTS, 30,
                        "the group to commit every input offset")

@@ -12,6 +12,7 @@ from streams.runtime import choose_event_loop, tune_runtime
 class _Settings:
     event_loop: str
     gc_gen0_threshold: int
+    kafka_security_protocol: str = "PLAINTEXT"
 
 
 @pytest.fixture
@@ -25,6 +26,17 @@ def restore_runtime():
 def test_auto_is_uvloop_where_installed_and_asyncio_on_request():
     assert choose_event_loop("auto") == "uvloop"  # a project dependency on this platform
     assert choose_event_loop("asyncio") == "asyncio"
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_auto_is_asyncio_when_kafka_is_reached_over_tls(restore_runtime, protocol):
+    assert choose_event_loop("auto", kafka_tls=True) == "asyncio"
+    assert tune_runtime(_Settings("auto", 50_000, protocol)).startswith(
+        "event loop asyncio (not uvloop: Kafka over TLS, uvloop#471)")
+    assert not isinstance(asyncio.get_event_loop_policy(), __import__("uvloop").EventLoopPolicy)
+    # asked for explicitly, it is honoured, and the log says what it risks
+    assert "can wait 30 s" in tune_runtime(_Settings("uvloop", 50_000, protocol))
+    assert tune_runtime(_Settings("auto", 50_000, "SASL_PLAINTEXT")).startswith("event loop uvloop,")
 
 
 def test_asking_for_uvloop_without_it_is_a_clear_error(monkeypatch):
