@@ -9,7 +9,8 @@ is not due (its partition pauses); queue it in its key's lane; a pool worker run
 the ``EventProcessor``; the outbound record is produced; when the broker acknowledges it,
 the partition's completed prefix is acknowledged to Faust, which commits it. A rebalance or
 shutdown drains: queued and held events are given up (delivered again later), in-flight ones
-get ``drain_deadline`` seconds to finish.
+get ``drain_deadline`` seconds to finish; on shutdown so do queued events behind a started one
+of their partition, so that the commit reaches all finished work.
 """
 
 from __future__ import annotations
@@ -339,7 +340,8 @@ class Engine(Generic[H]):
     # -- rebalance and shutdown -----------------------------------------------------------------
 
     def begin_drain(self, reason: str) -> None:
-        """Stop starting work; give up queued and held events; in-flight ones get the deadline."""
+        """Stop starting work; give up queued and held events; in-flight ones (and on shutdown the
+        queued ones behind them) get the deadline."""
         self.generation += 1
         if reason == "rebalance":
             self._port.fence()  # the old assignment's events still in Faust's hands are stale
@@ -355,12 +357,22 @@ class Engine(Generic[H]):
         self.processor.forget_parking()
         if self._processed is not None:
             self._processed.forget_loaded()
-        dropped = self._scheduler.drop_queued() + self._gate.drop_all()
+        held = self._gate.drop_all()
+        keep: set[Tracked[H]] = set()
+        if reason == "shutdown":
+            # Queued events behind one that started are holes in their partition's completed
+            # prefix: given up, they would keep everything after them from being committed (a
+            # SIGTERM test committed 1,195 of 3,679 enriched events), and all of it would be
+            # processed again after the restart. They run within the deadline; the queued events
+            # after the last started one are given up, which holds back no finished work.
+            keep = self._tracker.holes([job.tracked for job in self._scheduler.queued() + held])
+        dropped = self._scheduler.drop_queued(lambda job: job.tracked in keep) + held
         for job in dropped:
             self._abandon(job)
         self._tracker.retire()
-        log.info("draining for %s: gave up %d queued or held events, %d in flight get %.0f s",
-                 reason, len(dropped), self._scheduler.running, self._drain_deadline)
+        log.info("draining for %s: gave up %d queued or held events, %d in flight%s get %.0f s",
+                 reason, len(dropped), self._scheduler.running,
+                 f" and {len(keep)} queued behind started ones" if keep else "", self._drain_deadline)
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = asyncio.get_event_loop().create_task(self._enforce_deadline(self.generation))
 

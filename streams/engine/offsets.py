@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Generic, TypeVar
 
 H = TypeVar("H")
@@ -74,6 +74,18 @@ class OffsetTracker(Generic[H]):
         if entry.state is _State.PENDING:
             entry.state = _State.ABANDONED
         return self._pop_prefix(entry.queue)
+
+    def holes(self, waiting: Iterable[Tracked[H]]) -> set[Tracked[H]]:
+        """Of ``waiting`` (tracked, never started), those behind an event of their partition that
+        started or finished: until they finish, none of the offsets after them can be committed."""
+        waiting = set(waiting)
+        frontier: dict[_PartitionQueue[H], int] = {}
+        for queue in self._queues.values():
+            for entry in reversed(queue.entries):
+                if entry not in waiting:
+                    frontier[queue] = entry.offset
+                    break
+        return {entry for entry in waiting if entry.offset < frontier.get(entry.queue, -1)}
 
     def retire(self) -> None:
         """Start afresh after a rebalance: events tracked so far finish in their old queues."""

@@ -73,17 +73,29 @@ class KeyedScheduler(Generic[T]):
         self.size += 1
         self._idle.clear()
 
-    def drop_queued(self) -> list[T]:
-        """Remove every item that has not started; running ones finish."""
+    def queued(self) -> list[T]:
+        """Every item that has not started, lane by lane in submission order."""
+        waiting: list[T] = []
+        for lane, queue in self._lanes.items():
+            waiting.extend(list(queue)[1:] if lane in self._running else queue)
+        return waiting
+
+    def drop_queued(self, keep: Callable[[T], bool] | None = None) -> list[T]:
+        """Remove every item that has not started (but those ``keep`` says to keep, which run
+        in their lane's order); running ones finish."""
         dropped: list[T] = []
         for lane, queue in list(self._lanes.items()):
-            keep = queue.popleft() if lane in self._running else None
-            dropped.extend(queue)
+            running = queue.popleft() if lane in self._running else None
+            kept = [item for item in queue if keep is not None and keep(item)]
+            dropped.extend(item for item in queue if not (keep is not None and keep(item)))
             queue.clear()
-            if keep is not None:
-                queue.append(keep)
-            else:
+            if running is not None:
+                queue.append(running)
+            queue.extend(kept)
+            if not queue:
                 del self._lanes[lane]
+            # a lane that keeps items without running is still in _ready: it was put there when it
+            # got its first item or when its last run ended
         self.size -= len(dropped)
         self._after_change()
         return dropped
@@ -100,8 +112,10 @@ class KeyedScheduler(Generic[T]):
         while True:
             lane = await self._ready.get()
             queue = self._lanes.get(lane)
-            if not queue:
-                continue  # dropped while it waited
+            if not queue or lane in self._running:
+                # Dropped while it waited; or a stale entry of a lane dropped and queued again
+                # (it then has two entries): the worker running it puts it back when done.
+                continue
             self._running.add(lane)
             self.peak_running = max(self.peak_running, len(self._running))
             try:

@@ -189,3 +189,146 @@ async def test_events_delivered_after_a_shutdown_drain_began_are_released_not_pr
     await engine.submit(["offset-406", "offset-407"])
     assert port.released == ["offset-406", "offset-407"] and engine.released == 2
     await engine.stop()
+
+
+def test_holes_are_the_waiting_events_behind_a_started_one_of_their_partition() -> None:
+    tracker: OffsetTracker[int] = OffsetTracker()
+    p0 = [tracker.track("p0", offset, offset) for offset in range(6)]
+    p1 = [tracker.track("p1", offset, offset) for offset in range(3)]
+    # p0: 0, 2 and 4 started (4 finished, behind pending ones); 1, 3 and 5 never started.
+    tracker.complete(p0[4])
+    waiting = [p0[1], p0[3], p0[5], *p1]
+    assert sorted(e.offset for e in tracker.holes(waiting) if e.queue is p0[0].queue) == [1, 3]
+    assert not any(e.queue is p1[0].queue for e in tracker.holes(waiting))  # nothing started in p1
+
+
+async def test_dropping_queued_items_can_keep_some_and_they_run_in_lane_order() -> None:
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(item: int) -> None:
+        handled.append(item)
+        if item == 0:
+            await release.wait()
+
+    scheduler: KeyedScheduler[int] = KeyedScheduler(handle, concurrency=2, capacity=20)
+    scheduler.start()
+    for n in range(6):
+        await scheduler.submit("a", n)  # 0 runs, 1..5 wait behind it
+    while handled != [0]:
+        await asyncio.sleep(0)
+    assert scheduler.queued() == [1, 2, 3, 4, 5]
+    assert scheduler.drop_queued(keep=lambda n: n in (2, 4)) == [1, 3, 5]
+    assert scheduler.queued() == [2, 4]
+    release.set()
+    assert await scheduler.wait_idle(5)
+    await scheduler.stop()
+    assert handled == [0, 2, 4]
+
+
+async def test_a_lane_dropped_and_queued_again_never_runs_twice_at_once() -> None:
+    """drop_queued leaves the dropped lane's entry in the ready queue; queued again, the lane has
+    two entries, and two workers must not run it at the same time."""
+    running: set[str] = set()
+    overlaps: list[str] = []
+    gate = asyncio.Event()
+
+    async def handle(item: str) -> None:
+        lane = item[0]
+        if lane in running:
+            overlaps.append(item)
+        running.add(lane)
+        await gate.wait()
+        running.discard(lane)
+
+    scheduler: KeyedScheduler[str] = KeyedScheduler(handle, concurrency=3, capacity=10)
+    await scheduler.submit("x", "x-blocker")  # queued before the workers start: dropped below
+    assert scheduler.drop_queued() == ["x-blocker"]  # lane x stays in the ready queue
+    await scheduler.submit("x", "x1")  # lane x again: a second ready entry
+    await scheduler.submit("x", "x2")
+    scheduler.start()
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await scheduler.wait_idle(5)
+    await scheduler.stop()
+    assert overlaps == []
+
+
+class _RecordingPort:
+    """An engine port over plain strings "p<partition>-<offset>-<key>"; sends complete at once."""
+
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+        self.released: list[str] = []
+        self.sent: list[str] = []
+
+    def record_of(self, handle: str) -> object:
+        from streams.engine.records import InboundRecord
+
+        partition, offset, key = handle.split("-")
+        return InboundRecord("in", int(partition[1:]), int(offset), 0, key.encode(), b"v")
+
+    def is_stale(self, handle: str) -> bool:
+        return False
+
+    def fence(self) -> None:
+        pass
+
+    async def send(self, record: object) -> asyncio.Future[None]:
+        self.sent.append(record.event_id)  # type: ignore[attr-defined]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def ack(self, handle: str) -> None:
+        self.acked.append(handle)
+
+    def release(self, handle: str) -> None:
+        self.released.append(handle)
+
+    def pause(self, partition: Hashable) -> None:
+        pass
+
+    resume = pause
+
+    def partition_of(self, handle: str) -> Hashable:
+        return handle.split("-")[0]
+
+    def assigned(self) -> list[Hashable]:
+        return ["p0"]
+
+
+class _GatedProcessor:
+    """Enriches every event; events of key "slow" wait until ``go`` is set."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    def forget_parking(self) -> None:
+        pass
+
+    async def process(self, record: object) -> object:
+        from streams.engine.records import OutboundRecord
+
+        if record.key == b"slow":  # type: ignore[attr-defined]
+            await self.go.wait()
+        return OutboundRecord("out", record.key, b"e", [], f"e{record.offset}")  # type: ignore[attr-defined]
+
+
+async def test_a_shutdown_drain_runs_the_queued_events_that_hold_back_the_commit() -> None:
+    """p0: 0 "slow" runs; 1 "slow" waits behind it in its key's lane; 2 and 3 (other keys) finish.
+    Given up at shutdown, offset 1 would keep 2 and 3 from being acknowledged (so committed)."""
+    from streams.engine.engine import Engine
+
+    port = _RecordingPort()
+    processor = _GatedProcessor()
+    engine = Engine(processor, port, max_in_flight=4, max_buffered=8, drain_deadline=5)  # type: ignore[arg-type]
+    await engine.start()
+    await engine.submit(["p0-0-slow", "p0-1-slow", "p0-2-a", "p0-3-b", "p0-4-slow"])
+    while sorted(port.sent) != ["e2", "e3"]:
+        await asyncio.sleep(0.01)
+    engine.begin_drain("shutdown")  # 1 and 4 queued: 1 is behind started 2 and 3; 4 is behind nothing
+    processor.go.set()
+    await engine.close(settle_timeout=5)
+    assert port.acked == ["p0-0-slow", "p0-1-slow", "p0-2-a", "p0-3-b"]
+    assert port.released == ["p0-4-slow"] and sorted(port.sent) == ["e0", "e1", "e2", "e3"]
