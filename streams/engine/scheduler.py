@@ -86,8 +86,9 @@ class KeyedScheduler(Generic[T]):
         dropped: list[T] = []
         for lane, queue in list(self._lanes.items()):
             running = queue.popleft() if lane in self._running else None
-            kept = [item for item in queue if keep is not None and keep(item)]
-            dropped.extend(item for item in queue if not (keep is not None and keep(item)))
+            kept: list[T] = []
+            for item in queue:
+                (kept if keep is not None and keep(item) else dropped).append(item)
             queue.clear()
             if running is not None:
                 queue.append(running)
