@@ -39,7 +39,7 @@ import contextlib
 import sys
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 from urllib.parse import urlsplit
 
 from opentelemetry import context as context_api
@@ -186,9 +186,15 @@ def use_tracer_provider(provider: trace.TracerProvider | None) -> trace.TracerPr
 _cached_tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
 
 
+def _active_provider() -> trace.TracerProvider:
+    """Where our spans go: the provider set with ``use_tracer_provider``, else OpenTelemetry's
+    global one (its proxy while none is set)."""
+    return _provider if _provider is not None else trace.get_tracer_provider()
+
+
 def _tracer() -> trace.Tracer:
     global _cached_tracer
-    provider = _provider if _provider is not None else trace.get_tracer_provider()
+    provider = _active_provider()
     if _cached_tracer is None or _cached_tracer[0] is not provider:
         _cached_tracer = (provider, provider.get_tracer(TRACER_NAME))
     return _cached_tracer[1]
@@ -349,13 +355,17 @@ def current_trace_id() -> str | None:
 
 
 def _unexported() -> TracerProvider | None:
-    """The SDK provider our spans go to, if it has no span processor (nothing would see a span)."""
-    provider = _provider if _provider is not None else trace.get_tracer_provider()
+    """The SDK provider our spans go to, if it has no span processor."""
+    provider = _active_provider()
+    return provider if _without_processor(provider) else None
+
+
+def _without_processor(provider: trace.TracerProvider) -> TypeGuard[TracerProvider]:
+    """The SDK's provider with no span processor: nothing would see a span."""
     if type(provider) is TracerProvider:
         processors = getattr(provider, "_active_span_processor", None)
-        if type(processors) is _SdkSpanProcessors and not processors._span_processors:
-            return provider
-    return None
+        return type(processors) is _SdkSpanProcessors and not processors._span_processors
+    return False
 
 
 def _records_nothing() -> bool:
@@ -363,11 +373,11 @@ def _records_nothing() -> bool:
     processor, or no SDK at all (no provider set: the API's no-op tracer would hand back the
     current span's context, which is what ``_unrecorded_child`` does, minus ~100 us per HTTP call
     of context managers, attribute redaction and URL parsing nobody sees)."""
-    if _unexported() is not None:
+    provider = _active_provider()
+    if _without_processor(provider):
         return True
-    provider = _provider if _provider is not None else trace.get_tracer_provider()
-    if type(provider) is trace.ProxyTracerProvider:
-        # It forwards to the global provider once one is set; until then the API returns it.
+    if type(provider) is trace.ProxyTracerProvider and _provider is not None:
+        # A proxy forwards to the global provider once one is set; until then the API returns it.
         provider = trace.get_tracer_provider()
     return type(provider) in (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
