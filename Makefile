@@ -4,15 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench kafka-start kafka-stop clean
+.PHONY: demo test test-tools lint bench kafka-start kafka-stop clean
 
 demo: $(STAMP)
 	$(BIN)/streams demo
 
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(BIN)/ruff check .
 	$(BIN)/streams schemas check
 	$(BIN)/pytest
+
+# kcat: the tests' second Kafka client, the one that writes a header name's bytes as given.
+test-tools:
+	@command -v kcat >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; \
+	  else echo "kcat is needed by the tests (Debian package kcat: apt-get install kcat)" >&2; exit 1; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -43,6 +43,10 @@ class RecordTooLarge(WireFormatError):
     """An input value larger than ``max_record_bytes``: poison, dead-lettered without decoding it."""
 
 
+class MalformedHeader(WireFormatError):
+    """A header name that is not UTF-8: the record breaks the Kafka protocol; poison."""
+
+
 class OutputTooLarge(ValidationError):
     """The encoded output is larger than ``max_record_bytes``: permanent (the API said too much)."""
 
@@ -110,6 +114,12 @@ class EventProcessor:
             if size > MAX_DEAD_LETTER_VALUE:
                 outbound.value = None
             return outbound
+        malformed = record.malformed_header_names()
+        if malformed:
+            names = ", ".join(repr(name) for name in malformed)
+            what = "header name {} is" if len(malformed) == 1 else "header names {} are"
+            return self._failed(record, MalformedHeader(f"{what.format(names)} not UTF-8"),
+                                event_id_of(record, None))
         try:
             event, source = self._serde.decode_with_source(record.value, self._pipeline.input_subject)
         except Exception as exc:  # noqa: BLE001 - every decode failure is poison, routed

@@ -21,6 +21,10 @@ class InboundRecord:
     def coordinates(self) -> str:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
+    def malformed_header_names(self) -> list[bytes]:
+        """Header names that are not UTF-8, as their bytes (``streams.kafka.wire_records`` keeps them)."""
+        return [name.encode("utf-8", "surrogateescape") for name in self.headers if not _is_utf8(name)]
+
     def header(self, name: str) -> str | None:
         raw = self.headers.get(name)
         if raw is None:
@@ -42,14 +46,25 @@ class OutboundRecord:
     partition: int | None = None  # None: the producer's partitioner decides by key
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        return False
+    return True
+
+
 def headers_from_kafka(raw: object) -> dict[str, bytes]:
-    """Normalize a client's headers (a list of pairs or a mapping) to a dict; last one wins."""
+    """Normalize a client's headers (a list of pairs or a mapping) to a dict; last one wins.
+
+    A name that is not UTF-8 stays as ``surrogateescape`` text, so that its bytes survive.
+    """
     if not raw:
         return {}
     items = raw.items() if isinstance(raw, dict) else raw
     result: dict[str, bytes] = {}
     for name, value in items:  # type: ignore[union-attr]
         if isinstance(name, bytes):
-            name = name.decode("utf-8", errors="replace")
+            name = name.decode("utf-8", errors="surrogateescape")
         result[str(name)] = value if isinstance(value, bytes) else str(value).encode()
     return result

@@ -64,11 +64,16 @@ def _small_int(text: str | None, digits: int = 19) -> int | None:
 
 
 def event_id_of(record: InboundRecord, event: dict[str, object] | None) -> str:
-    """The stable id: the record's ``event_id`` field, else the header, else where it was first seen."""
-    if event is not None:
-        value = event.get("event_id")
-        if isinstance(value, str) and _SAFE_ID.match(value):
-            return value
+    """The stable id: the record's ``event_id`` field, else the header, else where it was first seen.
+
+    A record that did not decode (``event`` None) is known only by where it was first seen: its
+    ``event-id`` header is the producer's word, and a dead letter must not claim another event's id.
+    """
+    if event is None:
+        return _origin(record)[0]
+    value = event.get("event_id")
+    if isinstance(value, str) and _SAFE_ID.match(value):
+        return value
     header = record.header(Header.EVENT_ID)
     if header is not None and _SAFE_ID.match(header):
         return header

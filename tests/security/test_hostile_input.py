@@ -355,3 +355,16 @@ async def test_a_trickling_answer_is_cut_off_by_the_attempt_timeout(api: Any) ->
             await http.get_json("/x")
         seconds = time.perf_counter() - began
     assert 1.0 <= seconds < 3.5, seconds
+
+
+async def test_a_header_name_that_is_not_utf8_is_poison_known_by_its_origin_not_its_claimed_id() -> None:
+    value = SERDE.encode(ORDER_PLACED, order())
+    record = inbound(value, headers_from_kafka([("x-\udcff\udcfe", b"v"), ("event-id", b"evt-of-someone-else")]))
+    pipeline = ValidatingPipeline()
+    out = await processor(pipeline).process(record)
+    assert out is not None and out.failed and out.value == value
+    headers = dict(out.headers)
+    assert headers[Header.ERROR_KIND] == b"poison" and headers[Header.ERROR_CLASS] == b"MalformedHeader"
+    assert headers[Header.ERROR_MESSAGE] == b"header name b'x-\\xff\\xfe' is not UTF-8"
+    assert headers[Header.EVENT_ID] == b"orders:0:7"
+    assert pipeline.calls == 0

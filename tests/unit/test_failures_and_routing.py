@@ -54,8 +54,12 @@ def _record(**headers: str) -> InboundRecord:
 
 def test_event_id_prefers_the_field_then_the_header_then_coordinates() -> None:
     assert event_id_of(_record(), {"event_id": "evt-1"}) == "evt-1"
-    assert event_id_of(_record(**{"event-id": "evt-2"}), None) == "evt-2"
-    assert event_id_of(_record(), None) == "orders:3:41"
+    assert event_id_of(_record(**{"event-id": "evt-2"}), {"amount": 1}) == "evt-2"
+    assert event_id_of(_record(), {"amount": 1}) == "orders:3:41"
+
+
+def test_a_record_that_did_not_decode_is_known_by_its_origin_whatever_its_header_claims() -> None:
+    assert event_id_of(_record(**{"event-id": "evt-of-another-event"}), None) == "orders:3:41"
 
 
 def test_success_carries_trace_context_event_id_attempt_and_origin() -> None:
