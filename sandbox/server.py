@@ -15,6 +15,12 @@ Run alone with ``python -m sandbox --port 8080``. The APIs, each a fault-injecti
 | ``risk_batch``| ``POST /v1/risk-scores/batch``        | up to 100 scores, per-item errors             |
 | ``fx``       | ``GET /v1/fx-rates/{base}``            | rates, ``Cache-Control: max-age``             |
 | ``products`` | ``GET /v1/products?limit=&cursor=``    | catalog pages, ``next_cursor`` + ``Link``     |
+| ``accounts`` | ``GET /v1/accounts/{id}``              | payment account; 404 when the number is       |
+|              |                                        | divisible by 97 (``sandbox.payments``)        |
+| ``geo``      | ``GET /v1/geo/{ip}``                   | geo-IP of an IPv4 address; 400 for others     |
+| ``fraud``    | ``POST /v1/fraud/score``               | one fraud score; honours ``Idempotency-Key``  |
+| ``fraud_batch``| ``POST /v1/fraud/score/batch``       | up to 100 scores, per-item 422s; honours      |
+|              |                                        | ``Idempotency-Key``                           |
 
 Admin (JSON): ``GET /admin/faults``, ``PUT``/``DELETE /admin/faults/{endpoint}``,
 ``DELETE /admin/faults``, ``GET /admin/stats``, ``POST /admin/tokens/revoke``.
@@ -40,10 +46,11 @@ from sandbox.customers import customer_for
 from sandbox.faults import FaultInjector, FaultSpec, error_response, retry_after_header
 from sandbox.fx import rates_for
 from sandbox.oauth import TokenIssuer, insufficient_scope, unauthorized
+from sandbox.payments import MAX_FRAUD_BATCH, account_exists, account_for, fraud_problem, fraud_score, geo_for, valid_ip
 from sandbox.risk import MAX_BATCH, TokenBucket, risk_score
 
 CUSTOMERS_SCOPE = "customers:read"
-ENDPOINTS = ("token", "customers", "risk", "risk_batch", "fx", "products")
+ENDPOINTS = ("token", "customers", "risk", "risk_batch", "fx", "products", "accounts", "geo", "fraud", "fraud_batch")
 _RECORDED_HEADERS = ("X-Request-Id", "Idempotency-Key", "traceparent")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -105,6 +112,7 @@ class SandboxStats:
     tokens_issued: int = 0
     throttled: int = 0
     idempotent_replays: int = 0
+    fraud_scored: int = 0  # payments the fraud API scored; idempotent replays are not scored again
 
     def of(self, endpoint: str) -> list[RequestRecord]:
         """The recorded requests to one endpoint, oldest first."""
@@ -114,7 +122,7 @@ class SandboxStats:
         return {
             "requests": dict(self.requests), "customer_requests": self.customer_requests,
             "tokens_issued": self.tokens_issued, "throttled": self.throttled,
-            "idempotent_replays": self.idempotent_replays,
+            "idempotent_replays": self.idempotent_replays, "fraud_scored": self.fraud_scored,
         }
 
 
@@ -138,6 +146,8 @@ def build_app(
     latency = latency_ms / 1000.0
     risk_limit = TokenBucket(config.risk_rate, config.risk_burst)
     replays: OrderedDict[str, dict[str, Any]] = OrderedDict()
+    # (endpoint, Idempotency-Key) → (fingerprint of the request body, the answer given)
+    fraud_replays: OrderedDict[tuple[str, str], tuple[str, dict[str, Any]]] = OrderedDict()
 
     def api(endpoint: str, handler: Handler) -> Handler:
         """Count and record the request, apply the endpoint's faults around the handler."""
@@ -256,6 +266,70 @@ def build_app(
             headers["Link"] = f'<{next_url}>; rel="next"'
         return web.json_response({"items": items, "next_cursor": next_cursor}, headers=headers)
 
+    async def get_account(request: web.Request) -> web.Response:
+        account_id = request.match_info["account_id"]
+        if not account_exists(account_id):
+            return web.json_response({"error": "account not found"}, status=404)
+        return web.json_response(account_for(account_id))
+
+    async def get_geo(request: web.Request) -> web.Response:
+        ip = request.match_info["ip"]
+        if not valid_ip(ip):
+            return web.json_response({"error": "not an IPv4 address"}, status=400)
+        return web.json_response(geo_for(ip))
+
+    def idempotent(endpoint: str, answer: Callable[[Any], web.Response]) -> Handler:
+        """Answer the JSON body; a repeated ``Idempotency-Key`` with the same body gets the stored answer.
+
+        Only 200 answers are stored. The same key with a different body is a 422 (IETF
+        draft-ietf-httpapi-idempotency-key-header), and a key on one endpoint is not one on the other.
+        """
+        async def handler(request: web.Request) -> web.Response:
+            body = await _json(request)
+            key = request.headers.get("Idempotency-Key")
+            fingerprint = json.dumps(body, sort_keys=True, separators=(",", ":"))
+            if key is not None and (endpoint, key) in fraud_replays:
+                stored_fingerprint, stored = fraud_replays[(endpoint, key)]
+                if stored_fingerprint != fingerprint:
+                    return web.json_response(
+                        {"error": "Idempotency-Key was used with a different request body"}, status=422)
+                stats.idempotent_replays += 1
+                return web.json_response(stored, headers={"Idempotent-Replayed": "true"})
+            response = answer(body)
+            if key is not None and response.status == 200 and isinstance(response.body, bytes):
+                fraud_replays[(endpoint, key)] = (fingerprint, json.loads(response.body))
+                while len(fraud_replays) > 10_000:
+                    fraud_replays.popitem(last=False)
+            return response
+        return handler
+
+    def score_fraud(body: Any) -> web.Response:
+        if not isinstance(body, dict):
+            return web.json_response({"error": "the body must be a JSON object"}, status=400)
+        problem = fraud_problem(body)
+        if problem is not None:
+            return web.json_response({"error": problem}, status=422)
+        stats.fraud_scored += 1
+        return web.json_response(fraud_score(body))
+
+    def score_fraud_batch(body: Any) -> web.Response:
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            return web.json_response({"error": "the body must be a JSON object with an items list"}, status=400)
+        if len(items) > MAX_FRAUD_BATCH:
+            return web.json_response({"error": f"at most {MAX_FRAUD_BATCH} items per batch"}, status=413)
+        results: list[dict[str, Any]] = []
+        for item in items:
+            item_id = item.get("id") if isinstance(item, dict) else None
+            problem = fraud_problem(item)
+            if problem is not None:
+                results.append({"id": item_id, "error": {"status": 422, "message": problem}})
+                continue
+            stats.fraud_scored += 1
+            scored = fraud_score(item)
+            results.append({"id": item_id, "score": scored["score"], "decision": scored["decision"]})
+        return web.json_response({"results": results})
+
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -266,6 +340,10 @@ def build_app(
     app.router.add_post("/v1/risk-scores/batch", api("risk_batch", score_batch))
     app.router.add_get("/v1/fx-rates/{base}", api("fx", get_fx))
     app.router.add_get("/v1/products", api("products", list_products))
+    app.router.add_get("/v1/accounts/{account_id}", api("accounts", get_account))
+    app.router.add_get("/v1/geo/{ip}", api("geo", get_geo))
+    app.router.add_post("/v1/fraud/score", api("fraud", idempotent("fraud", score_fraud)))
+    app.router.add_post("/v1/fraud/score/batch", api("fraud_batch", idempotent("fraud_batch", score_fraud_batch)))
     app.router.add_get("/healthz", health)
     _add_admin_routes(app)
     return app
