@@ -14,7 +14,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from bench.contenders import CONTENDERS
+from bench.contenders import CONTENDERS, ours_at
 from bench.data import CASES
 from bench.report import markdown, write
 from bench.runner import Plan, run_suite
@@ -48,7 +48,14 @@ def parse_plan(argv: list[str] | None = None) -> Plan:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--keep-topics", action="store_true", help="do not delete each run's topics")
     parser.add_argument("--quick", action="store_true", help="small, fast defaults for development and smoke checks")
+    parser.add_argument("--ours-at", metavar="REV", help="also run ours as committed at this git revision "
+                        "(a worktree), as the contender ours-at-<commit>: before/after in one run")
     args = parser.parse_args(argv)
+    if args.ours_at:
+        spec = ours_at(args.ours_at)
+        CONTENDERS[spec.key] = spec
+        if args.only == parser.get_default("only"):
+            args.only += f",{spec.key}"
 
     quick = args.quick
     contenders = _list(args.only)

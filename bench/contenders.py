@@ -6,6 +6,7 @@ never shares a GIL with the API server or the bench's producer and consumer.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,19 +48,38 @@ def _baseline(module: str) -> Callable[[RunTopics], Contender]:
     return start
 
 
-def _ours(run: RunTopics) -> Contender:
+def _ours(run: RunTopics, source: Path | None = None) -> Contender:
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": run.bootstrap,
+        "STREAMS_APP": "pipelines.orders:pipeline",
         "STREAMS_PIPELINE": run.name,
         "STREAMS_INPUT_TOPIC": run.input_topic,
         "STREAMS_OUTPUT_TOPIC": run.output_topic,
-        "STREAMS_CUSTOMERS_API_URL": run.api_url,
+        "STREAMS_API_CUSTOMERS_URL": run.api_url,
         "STREAMS_DATA_DIR": str(run.workdir / run.name),
         # Like for like with B1, which makes one API call per event: the customer lookup only
         # (the orders pipeline's defaults also call risk and FX and read the products table).
+        "ORDERS_ENRICH_WITH": "customers",
+        # The same, as trees from before the public pipeline API name them (ours_at).
+        "STREAMS_CUSTOMERS_API_URL": run.api_url,
         "STREAMS_ENRICH_WITH": "customers",
     }
-    return WorkerProcess(env, run.workdir / f"{run.name}.log").start()
+    return WorkerProcess(env, run.workdir / f"{run.name}.log", cwd=source).start()
+
+
+def ours_at(revision: str) -> ContenderSpec:
+    """Ours as committed at ``revision`` (a git worktree under .local/bench-trees), run beside
+    today's in the same run: a before/after comparison on the same broker, API and data."""
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=repo, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    tree = repo / ".local" / "bench-trees" / commit
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=repo, check=True,
+                       capture_output=True)
+    return ContenderSpec(f"ours-at-{commit}", f"streams worker as of {commit} (same settings as ours)", calls_api=True,
+                         start=lambda run: _ours(run, source=tree),
+                         dead_letter_topic=lambda run: dlq_topic(run.name))
 
 
 CONTENDERS: dict[str, ContenderSpec] = {

@@ -4,7 +4,7 @@
     data.values[0]            # Confluent-framed Avro bytes, ready to produce
     data.hottest_share        # fraction of events on the most frequent key
 
-Records start from ``streams.samples.sample_orders`` and get more line items until the framed
+Records start from ``pipelines.orders_samples.sample_orders`` and get more line items until the framed
 value is about ``target_bytes`` (orders of 20-35 lines; the sizes vary around the target).
 Keys are customer ids: uniform over ``customers`` ids, or Zipf-distributed (rank k has weight
 k^-s) over the same ids, so the hottest key bounds what per-key ordering allows.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from streams.pipelines.orders import ORDER_PLACED
-from streams.samples import sample_orders
+from pipelines.orders import ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.serde import AvroSerde, EmbeddedRegistry
 
 CASES = ("uniform", "zipf")

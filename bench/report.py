@@ -89,6 +89,7 @@ def markdown(report: SuiteReport) -> str:
               "undelivered when the run ended, so the percentile is a lower bound. `–`: not run or not applicable "
               "(B0 makes no API calls).", ""]
     lines += _ratios(report)
+    lines += _before_after(report)
     lines += _ceilings(report)
     lines += ["## Contenders", ""]
     lines += [f"- **{spec.key}**: {spec.title}" for spec in CONTENDERS.values() if spec.key in _contenders(report)]
@@ -134,6 +135,25 @@ def _ratios(report: SuiteReport) -> list[str]:
             f"| {_ratio(ours_open.p99_ms if ours_open else None, b1_open.p99_ms if b1_open else None)} |"
         )
     return [*lines, ""]
+
+
+def _before_after(report: SuiteReport) -> list[str]:
+    """Ours against ours at an earlier commit (``--ours-at``), each measured against B1 in this run."""
+    earlier = sorted({r.contender for r in report.results if r.contender.startswith("ours-at-")})
+    lines = []
+    for key in earlier:
+        lines += [f"## Ours against {key}, in the same run", "",
+                  f"| case | API ms | {key} ÷ B1 | ours ÷ B1 | change | CPU s/1k {key} / ours |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for latency, case in _groups(report):
+            ours, before, b1 = (_find(report, k, case, latency, "closed") for k in ("ours", key, "B1"))
+            if ours is None or before is None or b1 is None or not b1.events_per_s or not before.events_per_s:
+                continue
+            was, now = before.events_per_s / b1.events_per_s, ours.events_per_s / b1.events_per_s
+            lines.append(f"| {case} | {latency:g} | {was:.3f} | {now:.3f} | {now / was - 1:+.1%} "
+                         f"| {_num(before.cpu_s_per_1k, 3)} / {_num(ours.cpu_s_per_1k, 3)} |")
+        lines.append("")
+    return lines
 
 
 def _ceilings(report: SuiteReport) -> list[str]:

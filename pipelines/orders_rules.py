@@ -1,6 +1,6 @@
 """Rules beyond the schema: what a well-formed event must also satisfy before anything is called.
 
-    validate_order_placed(event)        # raises streams.failures.ValidationError (permanent → DLQ)
+    validate_order_placed(event)        # raises streams.ValidationError (permanent → DLQ)
     validate_enriched_order(record)     # the output, before it is encoded and produced
 
 Avro says a field is a string; these rules say which strings: ids of a safe shape and length,
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from streams.failures import ValidationError
+from streams import ValidationError
 
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217 alphabetic code shape

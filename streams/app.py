@@ -20,6 +20,9 @@ from aiokafka import TopicPartition
 from faust.types import TP, EventT, StreamT
 from mode.supervisors import CrashingSupervisor
 
+from connectors.http import HttpConnector
+from connectors.resilience.cache import ResponseCache
+from streams.api import ApiSettings
 from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.engine import Engine
 from streams.engine.processor import EventProcessor
@@ -28,8 +31,7 @@ from streams.engine.retry import RetryPolicy
 from streams.engine.routing import admit_headers
 from streams.kafka.clients import partition_count
 from streams.names import dlq_topic, processed_topic
-from streams.pipelines.base import Pipeline
-from streams.pipelines.orders import OrderEnricher
+from streams.pipeline import Pipeline
 from streams.security import faust_credentials, kafka_security
 from streams.serde.avro import AvroSerde
 from streams.serde.factory import registry_from_url
@@ -37,8 +39,6 @@ from streams.settings import Settings
 from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, TelemetryServer
 
 log = logging.getLogger("streams.worker")
-
-PipelineFactory = Callable[[Settings, PipelineMetrics | None], Pipeline]
 
 
 class PipelineApp(faust.App):
@@ -144,15 +144,45 @@ class FaustPort:
             consumer.resume(tp)
 
 
+def observe_api(http: HttpConnector, cache: ResponseCache[str, Any] | None, metrics: PipelineMetrics) -> None:
+    """An API's call latency by status, deprecation notices, breaker state and transitions,
+    limiter waits and cache lookups, as the pipeline's metrics."""
+    own = metrics.connector(http.name)
+    http.add_call_observer(lambda outcome: own.call(outcome.status, outcome.seconds))
+    http.add_deprecation_observer(own.deprecated_response)
+    if http.breaker is not None:
+        http.breaker.add_listener(own.on_breaker_transition)
+        own.breaker_state(http.breaker.state.value)
+    if http.limiter is not None:
+        http.limiter.add_wait_observer(own.limiter_wait)
+    if cache is not None:
+        cache.add_lookup_observer(own.cache)
+
+
 def _log_pause_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("could not pause or resume a partition: %r", task.exception())
 
 
-def create_app(
-    settings: Settings, pipeline_factory: PipelineFactory = OrderEnricher, metrics: PipelineMetrics | None = None
-) -> PipelineApp:
-    """Build the worker app for one pipeline; ``metrics`` are served on the telemetry port."""
+def bind_pipeline(pipeline: Pipeline, settings: Settings) -> None:
+    """Give each API of the pipeline its settings (``STREAMS_API_<NAME>_*`` over the code's values
+    over the worker-wide defaults); raises ValueError naming the variable that is missing or wrong."""
+    for api in pipeline.apis:
+        api.bind(ApiSettings.from_environment(api, default_timeout=settings.http_timeout,
+                                              default_retries=settings.http_max_attempts))
+
+
+def know_output_fields(pipeline: Pipeline, serde: AvroSerde) -> None:
+    """Tell the pipeline its output schema's fields (it fills ``degraded`` and ``degraded_reasons``
+    when they are there); raises LookupError when the registry lacks the subject."""
+    output_schema = serde.registry.latest(pipeline.output_subject)
+    pipeline.set_output_fields([field["name"] for field in output_schema.definition.get("fields", [])])
+
+
+def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics | None = None) -> PipelineApp:
+    """Build the worker app for one pipeline (``settings`` from ``streams.loader.for_pipeline``,
+    its APIs bound by ``bind_pipeline``); ``metrics`` are served on the telemetry port."""
+    assert settings.pipeline and settings.input_topic and settings.output_topic  # for_pipeline sets them
     app = PipelineApp(
         settings.pipeline,
         broker=";".join(f"kafka://{server}" for server in settings.bootstrap_list),
@@ -175,10 +205,16 @@ def create_app(
     )
     retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
     source = app.topic(settings.input_topic, *retry.topics, key_serializer="raw", value_serializer="raw")
-    serde = AvroSerde(registry_from_url(settings.schema_registry_url))
+    serde = AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=pipeline.schemas_dir))
 
     async def enrich(stream: StreamT[bytes]) -> None:
-        pipeline = pipeline_factory(settings, metrics)
+        know_output_fields(pipeline, serde)
+        for table in pipeline.tables.values():
+            table.bind(settings.kafka_bootstrap_servers, serde, kafka_security(settings))
+        if metrics is not None:
+            for api in pipeline.apis:
+                if api.connector is not None:
+                    observe_api(api.connector, api.response_cache, metrics)
         await pipeline.start()
         processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(settings.pipeline),
                                  mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids,
@@ -197,6 +233,7 @@ def create_app(
             processed_ids=processed,
             pipeline=settings.pipeline,
             metrics=metrics,
+            ordered=pipeline.ordered,
         )
         await engine.start()
         app.engine = engine
@@ -237,10 +274,10 @@ def create_app(
         finally:
             await engine.close(settle_timeout=0 if crashed else settings.drain_deadline)
             stats = processor.stats
-            log.info("processed %d: enriched %d, retried %d, dead-lettered %d, parked %d, duplicates %d "
-                     "(dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
-                     stats.retried, stats.dead_lettered, stats.parked, stats.duplicates, stats.dropped_duplicates,
-                     engine.acked, engine.released, engine.peak_in_flight)
+            log.info("processed %d: enriched %d, filtered %d, retried %d, dead-lettered %d, parked %d, duplicates "
+                     "%d (dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
+                     stats.filtered, stats.retried, stats.dead_lettered, stats.parked, stats.duplicates,
+                     stats.dropped_duplicates, engine.acked, engine.released, engine.peak_in_flight)
             app.engine = None
             if telemetry is not None:
                 await telemetry.stop()

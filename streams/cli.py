@@ -45,11 +45,39 @@ def kafka_security_for(settings: Settings) -> dict[str, Any]:
 
 
 def serde_for(settings: Settings) -> Any:
-    """The Avro serde over the registry the settings name (embedded schemas/ by default)."""
+    """The Avro serde over the registry the settings name (the pipeline's schema folder by default)."""
     from streams.serde import AvroSerde
     from streams.serde.factory import registry_from_url
 
-    return AvroSerde(registry_from_url(settings.schema_registry_url))
+    try:
+        return AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=settings.schemas_dir))
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def pipeline_options(command: Any) -> Any:
+    """``--app`` and ``--config``: which pipeline a command is about."""
+    command = click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+                           help="The pipeline as a YAML file (or STREAMS_CONFIG).")(command)
+    return click.option("--app", "app", default=None, metavar="MODULE:ATTRIBUTE",
+                        help="The pipeline's module and attribute, e.g. pipelines.orders:pipeline "
+                             "(or STREAMS_APP).")(command)
+
+
+def load_pipeline_settings(app: str | None, config: str | None) -> tuple[Any, Settings]:
+    """The pipeline named by --app/--config (else STREAMS_APP/STREAMS_CONFIG) and the settings
+    its commands run with; a clear message when either cannot be had."""
+    from streams.loader import for_pipeline, load_pipeline
+    from streams.pipeline import PipelineError
+
+    settings = load_settings()
+    if app is None and config is None:
+        app, config = settings.app, (str(settings.config) if settings.config else None)
+    try:
+        pipeline = load_pipeline(app, config)
+    except PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    return pipeline, for_pipeline(settings, pipeline)
 
 
 @click.group()
@@ -58,13 +86,18 @@ def main() -> None:
 
 
 @main.command()
-def worker() -> None:
-    """Run a pipeline worker in the consumer group named after the pipeline."""
-    from streams.app import create_app, prepare_topics
+@pipeline_options
+def worker(app: str | None, config: str | None) -> None:
+    """Run a worker of the pipeline, in the consumer group named after it."""
+    from streams.app import bind_pipeline, create_app, prepare_topics
     from streams.runtime import tune_runtime
     from streams.telemetry import PipelineMetrics, configure_logging, configure_tracing, faust_worker
 
-    settings = load_settings()
+    pipeline, settings = load_pipeline_settings(app, config)
+    try:
+        bind_pipeline(pipeline, settings)
+    except (ValueError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from None
     configure_logging(settings.log_level, json=settings.log_format == "json")
     try:
         runtime = tune_runtime(settings)
@@ -78,53 +111,79 @@ def worker() -> None:
         raise click.ClickException(str(exc)) from None
     tracer_provider = configure_tracing(settings.trace_exporter, service_name=settings.pipeline,  # type: ignore[arg-type]
                                         otlp_endpoint=settings.otlp_endpoint)
-    app = create_app(settings, metrics=PipelineMetrics(settings.pipeline))
+    worker_app = create_app(settings, pipeline, metrics=PipelineMetrics(settings.pipeline))
     try:
-        faust_worker(app).execute_from_commandline()
+        faust_worker(worker_app).execute_from_commandline()
     finally:
         tracer_provider.shutdown()
 
 
 @main.command()
-@click.option("--count", default=100, show_default=True, help="Sample events to produce.")
+@pipeline_options
+@click.option("--file", "path", type=click.File("r"), default=None,
+              help="JSON lines, one input record each ('-' reads standard input).")
+@click.option("--count", default=None, type=int, help="Sample events instead (the pipeline's @pipeline.samples).")
+@click.option("--seed", default=7, show_default=True, help="Seed for the sample events.")
+@click.option("--key", "key_field", default=None, help="Field whose value becomes the record key (default: "
+              "the samples' key field; else no key).")
 @click.option("--topic", default=None, help="Topic (default: the pipeline's input topic).")
-@click.option("--seed", default=7, show_default=True, help="Seed for the sample data.")
-@click.option("--file", "path", type=click.File("r"), default=None, help="JSON lines of OrderPlaced records instead.")
-def produce(count: int, topic: str | None, seed: int, path: Any) -> None:
-    """Produce Avro-encoded OrderPlaced events to the input topic."""
-    from streams.pipelines.orders import ORDER_PLACED
-    from streams.samples import sample_orders
+def produce(app: str | None, config: str | None, path: Any, count: int | None, seed: int, key_field: str | None,
+            topic: str | None) -> None:
+    """Encode records with the pipeline's input schema and produce them to its input topic."""
+    pipeline, settings = load_pipeline_settings(app, config)
+    if (path is None) == (count is None):
+        raise click.UsageError("give --file FILE (JSON lines) or --count N (sample events)")
+    if path is not None:
+        records = []
+        for number, line in enumerate(path, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise click.ClickException(f"{path.name}:{number}: not JSON: {exc.msg}") from None
+    else:
+        if pipeline.sample_events is None:
+            raise click.ClickException(f"pipeline {pipeline.name!r} has no samples (@pipeline.samples); "
+                                       f"use --file")
+        records = pipeline.sample_events(count, seed)
+        key_field = key_field or pipeline.sample_key
+    target = topic or settings.input_topic
+    sent = asyncio.run(_produce(settings, target, pipeline.input_subject, records, key_field))
+    click.echo(f"produced {sent} events to {target}")
 
-    settings = load_settings()
-    orders = [json.loads(line) for line in path if line.strip()] if path else sample_orders(count, seed=seed)
-    sent = asyncio.run(_produce(settings, topic or settings.input_topic, ORDER_PLACED, orders))
-    click.echo(f"produced {sent} events to {topic or settings.input_topic}")
 
-
-async def _produce(settings: Settings, topic: str, subject: str, records: list[dict[str, Any]]) -> int:
+async def _produce(settings: Settings, topic: str, subject: str, records: list[dict[str, Any]],
+                   key_field: str | None) -> int:
     from streams.kafka.clients import producer
+    from streams.serde.avro import AvroEncodeError
 
     serde = serde_for(settings)
     async with producer(settings.kafka_bootstrap_servers, security=kafka_security_for(settings)) as client:
-        futures = [
-            await client.send(topic, serde.encode(subject, r), key=str(r["customer_id"]).encode()) for r in records
-        ]
+        futures = []
+        for number, record in enumerate(records, 1):
+            try:
+                value = serde.encode(subject, record)
+            except (AvroEncodeError, LookupError) as exc:
+                raise click.ClickException(f"record {number} does not fit {subject}: {exc}") from None
+            key = str(record[key_field]).encode() if key_field and record.get(key_field) is not None else None
+            futures.append(await client.send(topic, value, key=key))
         await asyncio.gather(*futures)
     return len(futures)
 
 
 @main.command()
+@pipeline_options
 @click.option("--topic", default=None, help="Topic (default: the pipeline's output topic).")
 @click.option("--max", "limit", default=None, type=int, help="Stop after this many records.")
 @click.option("--idle", default=3.0, show_default=True, help="Stop after this many seconds without a record.")
-def consume(topic: str | None, limit: int | None, idle: float) -> None:
+def consume(app: str | None, config: str | None, topic: str | None, limit: int | None, idle: float) -> None:
     """Decode an Avro topic from the beginning and print one JSON object a line."""
     from streams.kafka.clients import read_records
     from streams.serde.avro import AvroDecodeError
     from streams.serde.registry import UnknownSchemaError
     from streams.serde.wire import WireFormatError
 
-    settings = load_settings()
+    _, settings = load_pipeline_settings(app, config)
     name = topic or settings.output_topic
     serde = serde_for(settings)
     records = asyncio.run(read_records(settings.kafka_bootstrap_servers, [name], until=limit, idle_timeout=idle,
@@ -160,7 +219,7 @@ def _parse_time(text: str | None) -> int | None:
 def _selection_options(command: Any) -> Any:
     for option in reversed([
         click.option("--kind", type=click.Choice(["transient", "permanent", "poison"]), help="Error kind."),
-        click.option("--class", "error_class", help="Error class, e.g. PermanentError."),
+        click.option("--class", "error_class", help="Error class, e.g. Permanent."),
         click.option("--connector", help="Connector that failed."),
         click.option("--status", type=int, help="HTTP status of the failed call."),
         click.option("--since", help="First failure at or after (ISO 8601 or epoch ms)."),
@@ -189,13 +248,14 @@ def dlq() -> None:
 
 
 @dlq.command("list")
+@pipeline_options
 @_selection_options
-def dlq_list(**criteria: Any) -> None:
+def dlq_list(app: str | None, config: str | None, **criteria: Any) -> None:
     """One line per matching dead letter: where, which event, why."""
     from streams.dlq import read_dead_letters
     from streams.names import Header
 
-    settings = load_settings()
+    _, settings = load_pipeline_settings(app, config)
     letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
                                             _selection(**criteria), security=kafka_security_for(settings)))
     for letter in letters:
@@ -210,12 +270,13 @@ def dlq_list(**criteria: Any) -> None:
 
 
 @dlq.command("show")
+@pipeline_options
 @click.argument("ref")
-def dlq_show(ref: str) -> None:
+def dlq_show(app: str | None, config: str | None, ref: str) -> None:
     """Everything about one dead letter (REF is PARTITION:OFFSET): headers and decoded value."""
     from streams.dlq import DeadLetterFilter, read_dead_letters
 
-    settings = load_settings()
+    _, settings = load_pipeline_settings(app, config)
     letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
                                             DeadLetterFilter(refs=frozenset([ref])),
                                             security=kafka_security_for(settings)))
@@ -231,15 +292,17 @@ def dlq_show(ref: str) -> None:
 
 
 @dlq.command("replay")
+@pipeline_options
 @_selection_options
 @click.option("--to", "target", default=None, help="Topic to replay to (default: the input topic).")
 @click.option("--rate", default=100.0, show_default=True, help="Records per second at most.")
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed; produce nothing.")
-def dlq_replay(target: str | None, rate: float, dry_run: bool, **criteria: Any) -> None:
+def dlq_replay(app: str | None, config: str | None, target: str | None, rate: float, dry_run: bool,
+               **criteria: Any) -> None:
     """Produce the matching dead letters again, each at most once across runs."""
     from streams.dlq import read_dead_letters, replay
 
-    settings = load_settings()
+    _, settings = load_pipeline_settings(app, config)
     security = kafka_security_for(settings)
 
     async def go() -> Any:
@@ -289,14 +352,134 @@ def kafka_status() -> None:
     sys.exit(result.returncode)
 
 
+@kafka.command("path")
+def kafka_path() -> None:
+    """Print the path of the broker script this install runs (it ships in the package)."""
+    from streams.kafka.local import SCRIPT
+
+    click.echo(SCRIPT)
+
+
 @main.command()
+@pipeline_options
+@click.option("--sample", type=click.File("r"), default=None,
+              help="A JSON file holding one input record (default: the pipeline's first sample event).")
+def check(app: str | None, config: str | None, sample: Any) -> None:
+    """Load the pipeline, check its steps, schemas and API settings, and run one event through it
+    with the real APIs (nothing is read from or written to Kafka)."""
+    pipeline, settings = load_pipeline_settings(app, config)
+    click.echo(f"pipeline {pipeline.name}: {pipeline.source} -> {pipeline.sink} "
+               f"({'ordered by record key' if pipeline.ordered else 'unordered'})")
+    for line in pipeline.describe():
+        click.echo(f"  step {line}")
+    problems = _check_schemas(settings, pipeline)
+    try:
+        from streams.app import bind_pipeline
+
+        bind_pipeline(pipeline, settings)
+    except (ValueError, SettingsError) as exc:
+        problems.append(f"APIs: {exc}")
+    for api in pipeline.apis:
+        if api.connector is not None:
+            click.echo(f"  api {api.name}: {api.connector.settings.base_url}")
+    if not problems:
+        problems += asyncio.run(_check_sample(settings, pipeline, sample))
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} found")
+    click.echo("OK")
+
+
+def _check_schemas(settings: Settings, pipeline: Any) -> list[str]:
+    """The pipeline's two subjects exist, and every subject's versions are compatible."""
+    from streams.contracts import check_against_registry, check_schemas
+
+    problems = []
+    where = settings.schema_registry_url or (str(settings.schemas_dir) if settings.schemas_dir else None)
+    if where is None:
+        return ["schemas: the pipeline has no schema folder (a 'schemas' folder next to its module, "
+                "schemas= in Pipeline, or STREAMS_SCHEMAS_DIR) and no STREAMS_SCHEMA_REGISTRY_URL"]
+    try:
+        registry = serde_for(settings).registry
+    except click.ClickException as exc:
+        return [f"schemas: {exc.message}"]
+    for role, subject in (("input", pipeline.input_subject), ("output", pipeline.output_subject)):
+        try:
+            schema = registry.latest(subject)
+            click.echo(f"  {role} schema {subject} v{schema.version} (id {schema.schema_id}) from {where}")
+        except LookupError as exc:
+            problems.append(f"schemas: {role} schema {subject!r} is not in {where}: {exc}")
+    try:
+        report = (check_against_registry(settings.schema_registry_url, settings.schemas_dir)
+                  if settings.schema_registry_url and settings.schemas_dir else
+                  check_schemas(settings.schemas_dir) if settings.schemas_dir else None)
+    except (OSError, ValueError, LookupError) as exc:
+        return [*problems, f"schemas: compatibility not checked: {exc}"]
+    if report is not None:
+        problems += [f"schemas: {problem}" for problem in report.problems]
+        if report.ok:
+            click.echo("  schemas compatible: " + "; ".join(report.notes))
+    return problems
+
+
+async def _check_sample(settings: Settings, pipeline: Any, sample: Any) -> list[str]:
+    """One event through the steps with the real APIs; its output encoded with the output schema."""
+    serde = serde_for(settings)
+    if sample is not None:
+        try:
+            event = json.load(sample)
+        except json.JSONDecodeError as exc:
+            return [f"sample: {sample.name} is not JSON: {exc.msg} (line {exc.lineno})"]
+    elif pipeline.sample_events is not None:
+        event = pipeline.sample_events(1, 7)[0]
+    else:
+        click.echo("no sample event: pass --sample event.json to run one through the pipeline")
+        return []
+    try:  # as the worker would see it: encoded with the input schema, decoded again
+        event = serde.decode(serde.encode(pipeline.input_subject, event), pipeline.input_subject)
+    except (ValueError, LookupError) as exc:
+        return [f"sample: does not fit the input schema {pipeline.input_subject}: {exc}"]
+    from streams.app import know_output_fields
+
+    know_output_fields(pipeline, serde)
+    if pipeline.tables:
+        click.echo(f"  (tables {', '.join(pipeline.tables)} are not loaded by check: their lookups miss)")
+    for api in pipeline.apis:
+        await api.start()
+    try:
+        outcome = await pipeline.run_one(event)
+    finally:
+        for api in pipeline.apis:
+            await api.close()
+    if outcome.failure is not None:
+        failure = outcome.failure
+        return [f"sample: the event would go to the {outcome.destination}: {failure.kind.value} "
+                f"{failure.error_class}: {failure.message}"
+                + (f" (api {failure.connector}" if failure.connector else "")
+                + (f", status {failure.status})" if failure.status else ")" if failure.connector else "")]
+    if outcome.output is None:
+        click.echo("sample: filtered (the output builder returned None)")
+        return []
+    try:
+        serde.encode(pipeline.output_subject, outcome.output)
+    except (ValueError, LookupError) as exc:
+        return [f"sample: the output does not fit the output schema {pipeline.output_subject}: {exc}"]
+    click.echo("sample output: " + json.dumps(outcome.output, default=_json_default))
+    for reason in outcome.degraded:
+        click.echo(f"  degraded: {reason}")
+    return []
+
+
+@main.command()
+@pipeline_options
 @click.option("--partitions", default=8, show_default=True, help="Partitions of the input and output topics.")
-def topics(partitions: int) -> None:
+def topics(app: str | None, config: str | None, partitions: int) -> None:
     """Create the pipeline's input, output and dead-letter topics if they do not exist."""
     from streams.kafka.clients import ensure_topics
     from streams.names import dlq_topic
 
-    settings = load_settings()
+    _, settings = load_pipeline_settings(app, config)
     wanted = {settings.input_topic: partitions, settings.output_topic: partitions, dlq_topic(settings.pipeline): 1}
     asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wanted, security=kafka_security_for(settings)))
     click.echo("topics ready: " + ", ".join(wanted))
@@ -319,9 +502,10 @@ def sandbox(host: str, port: int, latency_ms: float) -> None:
 @click.option("--events", default=200, show_default=True, help="Sample events to produce.")
 def demo(events: int) -> None:
     """Start what is needed, produce events, run the pipeline, show enriched records."""
-    from streams.demo import run_demo
+    from streams.demo import DEMO_APP, run_demo
 
-    sys.exit(asyncio.run(run_demo(load_settings(), events)))
+    _, settings = load_pipeline_settings(DEMO_APP, None)
+    sys.exit(asyncio.run(run_demo(settings, events)))
 
 
 def _add_schema_commands() -> None:

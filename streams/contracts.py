@@ -110,6 +110,10 @@ def check_schemas(directory: Path | str | None = None) -> CheckReport:
     """Check every subject of ``directory`` (default: the repository's ``schemas/``) at its level."""
     root = Path(directory) if directory is not None else DEFAULT_SCHEMAS_DIR
     report = CheckReport([], [])
+    if root is None:
+        report.problems.append(Problem("schemas", "no schema folder given: pass --schemas-dir or set "
+                                                  "STREAMS_SCHEMAS_DIR"))
+        return report
     try:
         registry = EmbeddedRegistry.load(root)
     except Exception as exc:  # noqa: BLE001 - any load failure is the check's finding, reported as such
@@ -353,7 +357,7 @@ _schemas_dir_option = click.option(
     "--schemas-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=DEFAULT_SCHEMAS_DIR,
-    show_default="the repository's schemas/",
+    show_default="STREAMS_SCHEMAS_DIR, else the source checkout's schemas/",
     help="Folder with registry.json and one folder of versions per subject.",
 )
 

@@ -15,16 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.orders import ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from sandbox.server import SandboxServer
 from streams.kafka.clients import end_offsets, ensure_topics, producer, read_records
 from streams.names import Header, dlq_topic
-from streams.pipelines.orders import ORDER_PLACED
-from streams.samples import sample_orders
 from streams.serde import AvroSerde
 from streams.serde.factory import registry_from_url
 from streams.settings import REPO_ROOT, Settings
 from streams.worker_process import WorkerProcess
 
+DEMO_APP = "pipelines.orders:pipeline"  # the demo pipeline, run as any user's pipeline is
+PRODUCTS_TOPIC = "products"  # the orders pipeline's products table
 INPUT_PARTITIONS = 4
 SHOWN = 5
 
@@ -55,16 +57,16 @@ async def _run(settings: Settings, bootstrap: str, count: int) -> int:
     start = {(settings.output_topic, p): o for p, o in (await end_offsets(bootstrap, settings.output_topic)).items()}
     start |= {(dlq, p): o for p, o in (await end_offsets(bootstrap, dlq)).items()}
 
-    serde = AvroSerde(registry_from_url(settings.schema_registry_url))
+    serde = AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=settings.schemas_dir))
     orders = sample_orders(count, seed=int(time.time()))
     poison = [b"this is not avro", struct.pack(">bI", 0, 999_999) + b"\x02x"]
     began = time.monotonic()
     async with SandboxServer() as sandbox:
-        products = await _load_catalog(bootstrap, sandbox.url, settings.products_topic)
-        print(f"catalog source: {products} products on {settings.products_topic}", flush=True)
+        products = await _load_catalog(bootstrap, sandbox.url, PRODUCTS_TOPIC)
+        print(f"catalog source: {products} products on {PRODUCTS_TOPIC}", flush=True)
         log_path = REPO_ROOT / ".local" / "demo-worker.log"
         log_path.unlink(missing_ok=True)
-        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STREAMS_CUSTOMERS_API_URL": sandbox.url,
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STREAMS_APP": DEMO_APP, "STREAMS_API_CUSTOMERS_URL": sandbox.url,
                "STREAMS_TELEMETRY_PORT": "0"}
         with WorkerProcess(env, log_path) as worker:
             print(f"worker started (pid {worker.pid}, log {log_path.relative_to(REPO_ROOT)})", flush=True)

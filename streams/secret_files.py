@@ -98,3 +98,9 @@ def _read_secret(path: Path, variable: str) -> str:
 
 def environment() -> Mapping[str, str]:
     return os.environ
+
+
+def read_secret_file(path: str | Path, variable: str) -> str:
+    """The secret in the file a ``*_FILE`` variable names (one trailing newline dropped); the
+    error names ``variable`` and never the contents."""
+    return _read_secret(Path(path), variable)

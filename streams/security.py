@@ -1,4 +1,5 @@
-"""Settings → credentials for every client the project builds: Kafka (aiokafka, Faust) and APIs.
+"""Settings → credentials for the Kafka clients the project builds (aiokafka, Faust); the APIs' own
+are ``streams.api``'s, from ``STREAMS_API_<NAME>_*``.
 
     security = kafka_security(settings)             # aiokafka kwargs, also for clients.py helpers
     consumer = AIOKafkaConsumer(bootstrap_servers=..., **security)
@@ -18,7 +19,6 @@ from aiokafka.helpers import create_ssl_context
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
-from connectors.auth import Auth, OAuth2ClientCredentials, OAuth2Settings, TlsSettings
 from streams.settings import Settings
 
 MINIMUM_TLS = ssl.TLSVersion.TLSv1_2
@@ -76,31 +76,3 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     if context is not None:
         return SSLCredentials(context)
     return None
-
-
-def customers_tls(settings: Settings) -> TlsSettings | None:
-    """TLS for the customer API when any of its files is configured (else the system defaults)."""
-    if not (settings.customers_tls_cafile or settings.customers_tls_certfile):
-        return None
-    return TlsSettings(
-        ca_file=_str(settings.customers_tls_cafile),
-        cert_file=_str(settings.customers_tls_certfile),
-        key_file=_str(settings.customers_tls_keyfile),
-        key_password=settings.customers_tls_key_password,
-    )
-
-
-def customers_auth(settings: Settings) -> Auth | None:
-    """OAuth2 client credentials for the customer API, when a client id is configured."""
-    if not settings.customers_oauth_client_id or settings.customers_oauth_client_secret is None:
-        return None
-    token_url = settings.customers_oauth_token_url or settings.customers_api_url.rstrip("/") + "/oauth/token"
-    return OAuth2ClientCredentials(
-        OAuth2Settings(token_url, settings.customers_oauth_client_id, settings.customers_oauth_client_secret,
-                       scope=settings.customers_oauth_scope or None),
-        connector="customers",
-    )
-
-
-def _str(value: object | None) -> str | None:
-    return None if value is None else str(value)

@@ -17,6 +17,10 @@ from streams.secret_files import SecretFileSource, environment, secret_field_nam
 from streams.telemetry.redaction import register_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run from a source checkout (or an editable install of one), state goes to the checkout's .local/;
+# installed (site-packages), to ./.streams/ of the folder the worker is started in.
+IN_SOURCE_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
+DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "worker" if IN_SOURCE_CHECKOUT else Path(".streams") / "worker"
 
 
 class Settings(BaseSettings):
@@ -32,26 +36,20 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "STREAMS_KAFKA_BOOTSTRAP_SERVERS"),
         description="Comma-separated host:port list of Kafka brokers.",
     )
-    pipeline: str = Field(default="orders-enricher", description="Pipeline name; also the consumer group id.")
-    input_topic: str = Field(default="orders", description="Topic the pipeline consumes.")
-    output_topic: str = Field(default="orders.enriched", description="Topic enriched records go to.")
-    customers_api_url: str = Field(default="http://127.0.0.1:8080", description="Base URL of the customer API.")
-    risk_api_url: str | None = Field(default=None, description="Base URL of the risk API; unset: the customer API's.")
-    fx_api_url: str | None = Field(default=None, description="Base URL of the FX rates API; unset: the customer API's.")
-    enrich_with: str = Field(default="customers,risk,fx,products", pattern=r"^customers(,(risk|fx|products))*$",
-                             description="What the orders pipeline adds; customers is required.")
-    risk_batching: bool = Field(default=True, description="Score risk in micro-batches (else one call per event).")
-    risk_rate_limit: float | None = Field(default=None, gt=0, description="Risk API requests/s for the whole group.")
-    products_topic: str = Field(default="products", description="Topic the catalog source fills; read whole.")
+    app: str | None = Field(default=None, description="The pipeline to run, module:attribute (as --app).")
+    config: Path | None = Field(default=None, description="The pipeline to run, a YAML file (as --config).")
+    pipeline: str | None = Field(default=None, description="Overrides the pipeline's name (its consumer group id).")
+    input_topic: str | None = Field(default=None, description="Overrides the pipeline's input topic.")
+    output_topic: str | None = Field(default=None, description="Overrides the pipeline's output topic.")
+    schemas_dir: Path | None = Field(default=None, description="Overrides the pipeline's schema folder.")
     schema_registry_url: str | None = Field(
-        default=None, description="Confluent-compatible Schema Registry URL; unset: the embedded schemas/."
+        default=None, description="Confluent-compatible Schema Registry URL; unset: the pipeline's schema folder."
     )
-    http_timeout: float = Field(default=5.0, gt=0, description="Seconds one API call attempt may take.")
-    customers_rate_limit: float | None = Field(
-        default=None, gt=0, description="Customer API requests/s for the whole group; each worker takes its share."
-    )
+    http_timeout: float = Field(default=5.0, gt=0, description="Seconds one API call attempt may take (every API's "
+                                "default; STREAMS_API_<NAME>_TIMEOUT for one).")
     stuck_after: float = Field(default=120.0, gt=0, description="Seconds paused for an open circuit: not ready.")
-    http_max_attempts: int = Field(default=3, ge=1, le=10, description="In-call attempts per API call.")
+    http_max_attempts: int = Field(default=3, ge=1, le=10, description="In-call attempts per API call (every "
+                                   "API's default; STREAMS_API_<NAME>_RETRIES for one).")
     max_in_flight: int = Field(default=256, ge=1, description="Events processed concurrently per worker.")
     max_buffered: int = Field(default=5000, ge=1, description="Events queued in a worker, in flight included.")
     retry_delays: str = Field(default="5s,1m,10m", description="Comma-separated retry tier delays.")
@@ -80,7 +78,7 @@ class Settings(BaseSettings):
     commit_interval: float = Field(default=1.0, gt=0, description="Seconds between offset commits.")
     web_enabled: bool = Field(default=False, description="Serve the worker's web endpoints.")
     web_port: int = Field(default=6066, ge=0, le=65535)
-    data_dir: Path = Field(default=REPO_ROOT / ".local" / "worker", description="Worker state folder.")
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Worker state folder.")
     log_level: str = Field(default="info,aiokafka=warning,faust=warning,mode=warning",
                            description="Root level, then logger=level pairs, comma-separated.")
     log_format: str = Field(default="json", pattern="^(json|text)$", description="json lines or text.")
@@ -103,16 +101,6 @@ class Settings(BaseSettings):
         default="SCRAM-SHA-512", description="SASL mechanism with SASL_* protocols.")
     kafka_sasl_username: str | None = Field(default=None, description="SASL user (the worker's principal).")
     kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
-    customers_oauth_token_url: str | None = Field(
-        default=None, description="OAuth2 token endpoint; unset: <customers API URL>/oauth/token.")
-    customers_oauth_client_id: str | None = Field(default=None, description="OAuth2 client id; unset: no OAuth2.")
-    customers_oauth_client_secret: SecretStr | None = Field(default=None, description="OAuth2 client secret.")
-    customers_oauth_scope: str | None = Field(default="customers:read",
-                                              description="Scopes asked for, space-separated.")
-    customers_tls_cafile: FilePath | None = Field(default=None, description="PEM CAs to trust for the customer API.")
-    customers_tls_certfile: FilePath | None = Field(default=None, description="Client certificate (mTLS).")
-    customers_tls_keyfile: FilePath | None = Field(default=None, description="Key of the client certificate.")
-    customers_tls_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted key.")
     max_record_bytes: int = Field(
         default=512 * 1024, ge=1024, le=900_000,
         description="Larger input values are dead-lettered unread (poison). At most 900,000: a dead letter "
@@ -156,12 +144,8 @@ class Settings(BaseSettings):
         if not tls and any(v is not None for v in tls_files):
             problems.append(f"STREAMS_KAFKA_SSL_* is set but STREAMS_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
                             "TLS (SSL or SASL_SSL?)")
-        for name, cert, key in (("KAFKA_SSL", self.kafka_ssl_certfile, self.kafka_ssl_keyfile),
-                                ("CUSTOMERS_TLS", self.customers_tls_certfile, self.customers_tls_keyfile)):
-            if key is not None and cert is None:
-                problems.append(f"STREAMS_{name}_KEYFILE is set without STREAMS_{name}_CERTFILE")
-        if bool(self.customers_oauth_client_id) != bool(self.customers_oauth_client_secret):
-            problems.append("STREAMS_CUSTOMERS_OAUTH_CLIENT_ID and STREAMS_CUSTOMERS_OAUTH_CLIENT_SECRET go together")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            problems.append("STREAMS_KAFKA_SSL_KEYFILE is set without STREAMS_KAFKA_SSL_CERTFILE")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -19,10 +19,12 @@ class ChildProcess:
     """Any command in a child process of its own session, output to a log file (the bench's
     baselines use it as it is)."""
 
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.command = command
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path
+        self.cwd = cwd
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -36,6 +38,7 @@ class ChildProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            cwd=self.cwd,
         )
         return self
 
@@ -94,5 +97,5 @@ class ChildProcess:
 class WorkerProcess(ChildProcess):
     """Runs ``python -m streams worker`` with extra environment; output to a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        super().__init__([sys.executable, "-m", "streams", "worker"], log_path, env)
+    def __init__(self, env: dict[str, str], log_path: Path, cwd: Path | None = None) -> None:
+        super().__init__([sys.executable, "-m", "streams", "worker"], log_path, env, cwd)

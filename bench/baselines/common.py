@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
 from streams.names import Header
-from streams.pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
 from streams.serde import AvroSerde, EmbeddedRegistry
 
 CUSTOMER_FIELDS = ("customer_id", "name", "tier", "country", "since")

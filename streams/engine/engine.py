@@ -95,12 +95,15 @@ class Engine(Generic[H]):
         processed_ids: ProcessedIds | None = None,
         pipeline: str = "pipeline",
         metrics: PipelineMetrics | None = None,
+        ordered: bool = True,
     ) -> None:
         self.processor = processor
+        self._lane = _lane if ordered else _own_lane
         self._pipeline = pipeline
         self._metrics = metrics
         if metrics is not None:
             processor.on_duplicate = lambda: metrics.duplicate_detected("processed-ids")
+            processor.on_filtered = metrics.event_filtered
         self._processed = processed_ids if processed_ids is not None and processed_ids.enabled else None
         self._port = port
         self._tracker: OffsetTracker[H] = OffsetTracker()
@@ -180,10 +183,10 @@ class Engine(Generic[H]):
             due = _not_before(record)
             if due is not None and self._gate.admit(partition, due, job):
                 continue
-            await self._scheduler.submit(_lane(record), job)
+            await self._scheduler.submit(self._lane(record), job)
 
     def _release_held(self, job: _Job[H]) -> None:
-        self._scheduler.put(_lane(job.record), job)
+        self._scheduler.put(self._lane(job.record), job)
 
     # -- process and produce -------------------------------------------------------------------
 
@@ -202,8 +205,8 @@ class Engine(Generic[H]):
                     break
                 except BreakerOpen as blocked:
                     await self._wait_for_breaker(blocked)
-            if outbound is None:  # a duplicate, dropped
-                set_event_outcome(span, "duplicate_dropped")
+            if outbound is None:  # a duplicate dropped, or filtered by the pipeline: nothing to produce
+                set_event_outcome(span, "dropped")
                 self._settle(job, *self._tracker.complete(job.tracked))
                 return
             if span.is_recording():
@@ -435,6 +438,11 @@ def _lane(record: InboundRecord) -> Hashable:
     if record.key is None:
         return (record.topic, record.partition, record.offset)  # no key, no order to keep
     return (origin_partition(record), record.key)
+
+
+def _own_lane(record: InboundRecord) -> Hashable:
+    """An unordered pipeline: every event runs as soon as a pool worker is free."""
+    return (record.topic, record.partition, record.offset)
 
 
 def _not_before(record: InboundRecord) -> float | None:

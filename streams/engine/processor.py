@@ -2,14 +2,15 @@
 
 The outcome is one outbound record: the enriched record for the output topic, or the
 original bytes for a retry tier (transient failure, tiers left) or the DLQ (everything else);
-or None for a duplicate that is dropped. Events of one key never run concurrently (the
-scheduler's lanes), which the strict-order parking relies on.
+or None for a duplicate that is dropped or an event the pipeline filtered out. Events of one
+key never run concurrently (the scheduler's lanes), which the strict-order parking relies on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from connectors.context import current_event_id
 from connectors.errors import CircuitOpenError
@@ -28,7 +29,6 @@ from streams.engine.routing import (
     route_success,
 )
 from streams.failures import FailureKind, ValidationError, classify
-from streams.pipelines.base import Pipeline
 from streams.serde.avro import AvroSerde
 from streams.serde.wire import WireFormatError
 from streams.telemetry import bind_event
@@ -37,6 +37,16 @@ from streams.telemetry import bind_event
 # requests) could not send it, so an oversized record's dead letter carries no value (the
 # original stays in the input at its origin offset) rather than stopping the worker for good.
 MAX_DEAD_LETTER_VALUE = 900_000
+
+
+class Pipeline(Protocol):
+    """What the processor needs from a pipeline (``streams.Pipeline`` is one): its subjects and
+    ``process``, which returns the output record or None (filtered) and raises what fails the event."""
+
+    input_subject: str
+    output_subject: str
+
+    async def process(self, event: dict[str, Any]) -> dict[str, Any] | None: ...
 
 
 class RecordTooLarge(WireFormatError):
@@ -76,6 +86,7 @@ class ProcessingStats:
     blocked: int = 0  # attempts that met an open circuit and waited for it
     duplicates: int = 0
     dropped_duplicates: int = 0
+    filtered: int = 0  # the pipeline's output builder returned None
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -102,6 +113,7 @@ class EventProcessor:
         self._parking = KeyParking() if strict_key_order else None
         self.stats = ProcessingStats()
         self.on_duplicate: Callable[[], None] | None = None  # told of each duplicate found
+        self.on_filtered: Callable[[], None] | None = None  # told of each event the pipeline dropped
 
     async def process(self, record: InboundRecord) -> OutboundRecord | None:
         self.stats.processed += 1
@@ -139,6 +151,12 @@ class EventProcessor:
         try:
             with bind_event(event_id=event_id):
                 enriched = await self._pipeline.process(event)
+            if enriched is None:  # filtered: acknowledged, nothing produced
+                self.stats.filtered += 1
+                if self.on_filtered is not None:
+                    self.on_filtered()
+                self._settle(record)
+                return None
             value = self._serde.encode_based_on(self._pipeline.output_subject, enriched, source)
             if self._max_record_bytes is not None and len(value) > self._max_record_bytes:
                 raise OutputTooLarge(f"encoded output of {len(value)} bytes exceeds "

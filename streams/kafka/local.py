@@ -1,4 +1,8 @@
-"""The project's local Apache Kafka broker (scripts/kafka.sh), for machines without Docker."""
+"""The project's local Apache Kafka broker, for machines without Docker.
+
+The script and its Maven pom ship in the package (``streams/kafka/broker/``), so an installed
+``streams`` finds them too; ``scripts/kafka.sh`` in a checkout is a wrapper around the same script.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ import os
 import subprocess
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kafka.sh"
+SCRIPT = Path(__file__).resolve().parent / "broker" / "kafka.sh"
 
 
 def kafka_script(command: str, port: int | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``scripts/kafka.sh <command>``; output goes to this process's stderr."""
+    """Run ``kafka.sh <command>`` (the packaged script); its log goes to this process's stderr."""
     env = dict(os.environ)
     if port is not None:
         env["KAFKA_PORT"] = str(port)

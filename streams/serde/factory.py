@@ -97,10 +97,12 @@ def registry_from_url(
     ``schemas/``). ``push_embedded`` registers every version of ``schemas_dir`` there first,
     so a registry-mode run has our schemas.
     """
-    own = EmbeddedRegistry.load(schemas_dir)
     if url is None or not url.strip():
-        return own
+        return EmbeddedRegistry.load(schemas_dir)
     remote = ConfluentRegistry(url, timeout=timeout)
+    if schemas_dir is None and not push_embedded:
+        return remote  # a pipeline without a schema folder reads and writes the registry's latest versions
+    own = EmbeddedRegistry.load(schemas_dir)
     if push_embedded:
         push_schemas(remote, own)
     return PinnedRegistry(remote, own)

@@ -8,13 +8,27 @@ committed, so ids never depend on the order anything was registered in.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import fastavro
 
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS_DIR_VARIABLE = "STREAMS_SCHEMAS_DIR"
+
+
+def default_schemas_dir() -> Path | None:
+    """Where the schemas are when no folder is given: ``$STREAMS_SCHEMAS_DIR``, else the source
+    checkout's ``schemas/`` when the package runs from one (pyproject.toml two folders up), else None:
+    an installed package carries no schemas, and its site-packages is no place to look for them."""
+    if configured := os.environ.get(SCHEMAS_DIR_VARIABLE):
+        return Path(configured)
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout / "schemas" if (checkout / "pyproject.toml").is_file() else None
+
+
+DEFAULT_SCHEMAS_DIR = default_schemas_dir()
 
 
 class UnknownSchemaError(LookupError):
@@ -76,8 +90,16 @@ class EmbeddedRegistry:
 
     @classmethod
     def load(cls, directory: Path | str | None = None) -> EmbeddedRegistry:
-        """Read and parse every pinned schema under ``directory`` (default: the repo's schemas/)."""
-        root = Path(directory) if directory is not None else DEFAULT_SCHEMAS_DIR
+        """Read and parse every pinned schema under ``directory`` (default: ``default_schemas_dir()``,
+        the checkout's schemas/ or ``$STREAMS_SCHEMAS_DIR``)."""
+        if directory is None:
+            directory = default_schemas_dir()
+            if directory is None:
+                raise UnknownSchemaError(
+                    f"no schema folder given: set {SCHEMAS_DIR_VARIABLE} or pass a schemas folder "
+                    "(an installed streams package has no schemas/ of its own)"
+                )
+        root = Path(directory)
         index_path = root / "registry.json"
         try:
             index = json.loads(index_path.read_text(encoding="utf-8"))

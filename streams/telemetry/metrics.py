@@ -73,6 +73,7 @@ class MetricName:
     EVENTS_OUT = "streams.events.out"
     EVENTS_RETRIED = "streams.events.retried"
     EVENTS_DEAD_LETTERED = "streams.events.dead_lettered"
+    EVENTS_FILTERED = "streams.events.filtered"
     DUPLICATES = "streams.events.duplicates"
     IN_FLIGHT = "streams.events.in_flight"
     RETRY_HELD = "streams.retry.held"
@@ -189,6 +190,9 @@ class PipelineMetrics:
         self._events_dead_lettered = meter.create_counter(
             MetricName.EVENTS_DEAD_LETTERED, "{event}", "Events sent to the dead-letter topic"
         )
+        self._events_filtered = meter.create_counter(
+            MetricName.EVENTS_FILTERED, "{event}", "Events the pipeline's output dropped (acknowledged, not produced)"
+        )
         self._duplicates = meter.create_counter(
             MetricName.DUPLICATES, "{event}", "Effects found already done (an idempotency key seen again)"
         )
@@ -261,6 +265,10 @@ class PipelineMetrics:
     def event_dead_lettered(self, reason: str) -> None:
         """An event sent to the DLQ for ``reason`` (``transient``, ``permanent`` or ``poison``)."""
         self._add(self._events_dead_lettered, (("reason", reason),))
+
+    def event_filtered(self) -> None:
+        """An event the pipeline's output builder dropped (it returned None)."""
+        self._add(self._events_filtered, ())
 
     def duplicate_detected(self, source: str) -> None:
         """An effect found already done (say, an API answering a repeated Idempotency-Key)."""

@@ -19,9 +19,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient, record_subject
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.kafka.clients import ensure_topics, producer, read_records
-from streams.pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
-from streams.samples import sample_orders
 from streams.serde import AvroSerde, EmbeddedRegistry
 from streams.serde.confluent import ConfluentRegistry
 

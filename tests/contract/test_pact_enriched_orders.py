@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pact import Pact, match
 
-from streams.pipelines.orders import ENRICHED_ORDER
+from pipelines.orders import ENRICHED_ORDER
 from tests.contract.pacts import ENRICHED_ORDERS_READER, PIPELINE, pact_file
 
 MESSAGE = "an enriched order"

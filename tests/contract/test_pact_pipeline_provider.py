@@ -18,10 +18,10 @@ import pytest
 from aiokafka import ConsumerRecord
 from pact import Verifier
 
+from pipelines.orders import ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.kafka.clients import producer
 from streams.names import Header
-from streams.pipelines.orders import ORDER_PLACED
-from streams.samples import sample_orders
 from tests.conftest import SandboxThread
 from tests.contract.pacts import ENRICHED_ORDERS_READER, PIPELINE, pact_file
 from tests.contract.test_pact_enriched_orders import MESSAGE, STATE

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.contracts import schemas
-from streams.pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
-from streams.samples import sample_orders
 from streams.serde import AvroSerde, EmbeddedRegistry, UnknownSchemaError
 from streams.serde.confluent import ConfluentRegistry, IncompatibleSchemaError, RegistryUnavailableError
 from streams.serde.factory import PushedSchema, push_schemas, registry_from_url

@@ -12,9 +12,9 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from pipelines.orders import ORDER_PLACED
 from streams.kafka.clients import ensure_topics, producer, read_records
 from streams.names import dlq_topic
-from streams.pipelines.orders import ORDER_PLACED
 from streams.serde import AvroSerde, EmbeddedRegistry
 from streams.worker_process import WorkerProcess
 
@@ -43,13 +43,14 @@ class PipelineUnderTest:
     def worker(self, index: int = 0, **extra_env: str) -> WorkerProcess:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "STREAMS_APP": "pipelines.orders:pipeline",
             "STREAMS_PIPELINE": self.name,
             "STREAMS_INPUT_TOPIC": self.input_topic,
             "STREAMS_OUTPUT_TOPIC": self.output_topic,
-            "STREAMS_CUSTOMERS_API_URL": self.api_url,
+            "STREAMS_API_CUSTOMERS_URL": self.api_url,
             "STREAMS_DATA_DIR": str(self.workdir / f"worker-{index}"),
             "STREAMS_TELEMETRY_PORT": "0",
-            "STREAMS_PRODUCTS_TOPIC": PRODUCTS_TOPIC,
+            "STREAMS_TABLE_PRODUCTS_TOPIC": PRODUCTS_TOPIC,
             "STREAMS_LOG_LEVEL": "info,aiokafka=warning",
             **extra_env,
         }

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.orders_samples import sample_orders
 from streams.names import Header
-from streams.samples import sample_orders
 from tests.conftest import SandboxThread
 from tests.integration.harness import (
     TopicCollector,

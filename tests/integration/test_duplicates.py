@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.samples import sample_orders
+from pipelines.orders_samples import sample_orders
 from streams.telemetry.testing import scrape
 from tests.conftest import SandboxThread
 from tests.integration.harness import (

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.orders_samples import sample_orders
 from sandbox.customers import customer_for
 from sandbox.fx import rates_for
 from sandbox.risk import risk_score
 from streams.names import Header
-from streams.samples import sample_orders
 from tests.conftest import SandboxThread
 from tests.integration.harness import SERDE, headers_of, pipeline_under_test
 

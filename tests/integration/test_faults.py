@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.orders_samples import sample_orders
 from streams.kafka.clients import ensure_topics
 from streams.names import Header, retry_topic
-from streams.samples import sample_orders
 from tests.conftest import SandboxThread
 from tests.integration.harness import TopicCollector, headers_of, pipeline_under_test, set_faults
 
@@ -79,7 +79,7 @@ async def test_transient_failures_hop_through_retry_tiers_and_permanent_ones_are
         assert headers[Header.ERROR_KIND] == "permanent"
         assert headers[Header.ERROR_STATUS] == "404"
         assert headers[Header.ERROR_CONNECTOR] == "customers"
-        assert headers[Header.ERROR_CLASS] == "PermanentError"
+        assert headers[Header.ERROR_CLASS] == "Permanent"  # the public class an Api raises for a 404
         assert int(headers[Header.FIRST_FAILURE_AT]) > 0
         assert headers[Header.ORIGIN_TOPIC] == pipeline.input_topic
     hops_per_event = Counter(headers_of(r)[Header.EVENT_ID] for r in hops.records)
@@ -95,7 +95,8 @@ async def test_dead_letters_replayed_after_the_fault_is_fixed_reach_the_output_o
     await set_faults(fault_sandbox.url, "customers", {"errors": {"404": 0.05}})
     orders = sample_orders(1_000, customers=500)
     await pipeline.produce(orders)
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "STREAMS_PIPELINE": pipeline.name,
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "STREAMS_APP": "pipelines.orders:pipeline",
+           "STREAMS_PIPELINE": pipeline.name,
            "STREAMS_INPUT_TOPIC": pipeline.input_topic}
 
     async def cli(*args: str) -> str:
@@ -145,7 +146,7 @@ async def test_with_strict_key_order_later_events_of_a_key_wait_behind_its_retry
 
     async with TopicCollector(kafka_bootstrap, [pipeline.output_topic, tier]) as seen:
         with pipeline.worker(0, STREAMS_STRICT_KEY_ORDER="true", STREAMS_RETRY_DELAYS="2s",
-                             STREAMS_HTTP_MAX_ATTEMPTS="1", STREAMS_ENRICH_WITH="customers") as worker:
+                             STREAMS_HTTP_MAX_ATTEMPTS="1", ORDERS_ENRICH_WITH="customers") as worker:
             await pipeline.produce([first])
             await seen.wait_until(lambda r: len(seen.on(tier)) == 1, deadline=60, what="the first event retrying")
             await set_faults(fault_sandbox.url, "customers", None)  # the API is back for everything after

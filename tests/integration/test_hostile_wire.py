@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from pipelines.orders import ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.names import Header
-from streams.pipelines.orders import ORDER_PLACED
-from streams.samples import sample_orders
 from tests.conftest import SandboxThread
 from tests.integration.harness import SERDE, pipeline_under_test, telemetry_url, wait_for
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from pipelines.orders import ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.kafka.clients import ensure_topics, producer
 from streams.names import Header, retry_topic
-from streams.pipelines.orders import ORDER_PLACED
-from streams.samples import sample_orders
 from streams.telemetry.testing import scrape
 from tests.conftest import SandboxThread
 from tests.integration.harness import (

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.orders import ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.kafka.clients import ensure_topics, producer
 from streams.names import Header, retry_topic
-from streams.pipelines.orders import ORDER_PLACED
-from streams.samples import sample_orders
 from tests.conftest import SandboxThread
 from tests.integration.harness import SERDE, TopicCollector, headers_of, pipeline_under_test, set_faults
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.orders_samples import sample_orders
 from sandbox.server import SandboxConfig
-from streams.samples import sample_orders
 from tests.conftest import SandboxThread
 from tests.integration.harness import SERDE, TopicCollector, group_assignment, pipeline_under_test, wait_for
 
@@ -27,8 +27,8 @@ async def test_three_workers_hold_the_group_limit(
         pipeline = pipeline_under_test(kafka_bootstrap, api.url, unique, tmp_path)
         await pipeline.create_topics(partitions=6)
         orders = sample_orders(int(R * (WINDOW + 30)), customers=3000)  # more than the limit lets through
-        env = {"STREAMS_ENRICH_WITH": "customers,risk", "STREAMS_RISK_BATCHING": "false",
-               "STREAMS_RISK_RATE_LIMIT": str(limiter_rate)}
+        env = {"ORDERS_ENRICH_WITH": "customers,risk", "ORDERS_RISK_BATCHING": "false",
+               "STREAMS_API_RISK_RATE_LIMIT": str(limiter_rate)}
         stats = api.server.stats
 
         async with TopicCollector(kafka_bootstrap, [pipeline.output_topic, pipeline.dlq]) as seen:
@@ -58,8 +58,8 @@ async def test_three_workers_hold_the_group_limit(
     assert not dead
     assert accepted_rate >= 0.95 * R
     keys = [r.headers.get("Idempotency-Key") for r in stats.of("risk")]  # a state-changing call: keyed
-    assert keys and all(k is not None and k.endswith(":risk-score") for k in keys)
-    assert {k.removesuffix(":risk-score") for k in keys if k} <= {o["event_id"] for o in orders}
+    assert keys and all(k is not None and k.endswith(":risk:/v1/risk-scores") for k in keys)
+    assert {k.removesuffix(":risk:/v1/risk-scores") for k in keys if k} <= {o["event_id"] for o in orders}
     if limiter_rate == R:
         assert throttled == 0
     else:

@@ -24,11 +24,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient, record_subject
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from sandbox.customers import customer_for
 from streams.kafka.clients import producer
 from streams.names import Header
-from streams.pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
-from streams.samples import sample_orders
 from streams.serde import AvroSerde, EmbeddedRegistry, frame
 from streams.serde.confluent import ConfluentRegistry
 from streams.serde.factory import push_schemas

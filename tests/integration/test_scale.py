@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.orders_samples import sample_orders
 from streams.names import Header
-from streams.samples import sample_orders
 from tests.conftest import SandboxThread
 from tests.integration.harness import TopicCollector, headers_of, pipeline_under_test
 
@@ -33,7 +33,7 @@ async def test_workers_join_and_one_is_killed_mid_stream_without_losing_an_event
     await pipeline.create_topics(partitions=8)
     orders = sample_orders(EVENTS, customers=5000)
     await pipeline.produce(orders)
-    env = {"STREAMS_ENRICH_WITH": "customers"}
+    env = {"ORDERS_ENRICH_WITH": "customers"}
     marks: list[tuple[str, float, int]] = []  # (what happened, when, outputs so far)
 
     def mark(what: str) -> None:

@@ -13,10 +13,10 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AclOperation, ResourceType
 
+from pipelines.orders import ORDER_PLACED
 from streams.engine.retry import RetryPolicy
 from streams.kafka.clients import producer, read_records
 from streams.names import dlq_topic, processed_topic
-from streams.pipelines.orders import ORDER_PLACED
 from streams.serde import AvroSerde, EmbeddedRegistry
 from streams.worker_process import WorkerProcess
 from tests.security.conftest import SecureKafka
@@ -94,12 +94,13 @@ class SecurePipeline:
     def worker(self, index: int = 0, **extra_env: str) -> WorkerProcess:
         env = {
             **self.kafka.worker_env("worker"),
+            "STREAMS_APP": "pipelines.orders:pipeline",
             "STREAMS_PIPELINE": self.name,
             "STREAMS_INPUT_TOPIC": self.input_topic,
             "STREAMS_OUTPUT_TOPIC": self.output_topic,
             "STREAMS_RETRY_DELAYS": "1s",
-            "STREAMS_CUSTOMERS_API_URL": self.api_url,
-            "STREAMS_ENRICH_WITH": "customers",
+            "STREAMS_API_CUSTOMERS_URL": self.api_url,
+            "ORDERS_ENRICH_WITH": "customers",
             "STREAMS_DATA_DIR": str(self.workdir / f"worker-{index}"),
             "STREAMS_TELEMETRY_PORT": "0",
             "STREAMS_LOG_LEVEL": "info,aiokafka=warning",

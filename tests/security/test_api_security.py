@@ -17,8 +17,8 @@ from connectors.customers import CustomerConnector
 from connectors.errors import PermanentError, TransientError
 from connectors.http import HttpSettings
 from sandbox.server import SandboxConfig, SandboxServer, mtls_context
+from streams.app import bind_pipeline
 from streams.failures import FailureKind, classify
-from streams.pipelines.orders import OrderEnricher
 from streams.settings import Settings
 from tests.security.certs import Issued, TestPki
 
@@ -140,22 +140,28 @@ async def test_a_token_without_the_scope_is_refused_by_the_api_as_permanent(mtls
     assert caught.value.status == 403 and classify(caught.value).kind is FailureKind.PERMANENT
 
 
-async def test_the_orders_pipeline_uses_oauth_and_mtls_from_its_settings(mtls_sandbox: MtlsSandbox) -> None:
+async def test_the_orders_pipeline_uses_oauth_and_mtls_from_its_settings(
+    mtls_sandbox: MtlsSandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pipelines import orders
+
     client = mtls_sandbox.client
-    settings = Settings(
-        customers_api_url=mtls_sandbox.url, enrich_with="customers", http_max_attempts=1,
-        customers_oauth_client_id="pipeline", customers_oauth_client_secret=mtls_sandbox.secrets["pipeline"],
-        customers_tls_cafile=mtls_sandbox.pki.ca_file, customers_tls_certfile=client.cert,
-        customers_tls_keyfile=client.key, customers_tls_key_password=mtls_sandbox.key_password,
-    )
-    enricher = OrderEnricher(settings)
-    await enricher.start()
+    secret_file = tmp_path / "client-secret"
+    secret_file.write_text(mtls_sandbox.secrets["pipeline"] + "\n")
+    for name, value in {"URL": mtls_sandbox.url, "RETRIES": "1", "CLIENT_ID": "pipeline",
+                        "CLIENT_SECRET_FILE": str(secret_file), "SCOPE": "customers:read",
+                        "CA_FILE": mtls_sandbox.pki.ca_file, "CERT_FILE": client.cert, "KEY_FILE": client.key,
+                        "KEY_PASSWORD": mtls_sandbox.key_password}.items():
+        monkeypatch.setenv(f"STREAMS_API_CUSTOMERS_{name}", str(value))
+    bind_pipeline(orders.pipeline, Settings())
+    await orders.customers.start()
     try:
-        enriched = await enricher.process({
+        order = {
             "event_id": "evt-1", "order_id": "ord-1", "customer_id": "C000007", "placed_at": int(time.time() * 1000),
             "currency": "EUR", "amount_cents": 100, "channel": "web", "shipping_country": "DE",
-            "items": [{"sku": "SKU-1", "quantity": 1, "unit_price_cents": 100}], "coupon_code": None})
+            "items": [{"sku": "SKU-1", "quantity": 1, "unit_price_cents": 100}], "coupon_code": None}
+        enriched = {"customer": await orders.customer(order)}
     finally:
-        await enricher.close()
+        await orders.customers.close()
     assert enriched["customer"]["customer_id"] == "C000007"
     assert mtls_sandbox.server.stats.tokens_issued == 1

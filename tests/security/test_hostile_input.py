@@ -25,14 +25,14 @@ from hypothesis import strategies as st
 
 from connectors.errors import PermanentError, TransientError
 from connectors.http import HttpConnector, HttpSettings
+from pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
+from pipelines.orders_rules import validate_enriched_order, validate_order_placed
 from streams.engine.processor import MAX_DEAD_LETTER_VALUE, EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord, headers_from_kafka
 from streams.engine.retry import RetryPolicy
 from streams.engine.routing import HOP_HEADERS, MAX_HEADER_CHARS, admit_headers
 from streams.failures import ValidationError
 from streams.names import Header
-from streams.pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
-from streams.pipelines.validation import validate_enriched_order, validate_order_placed
 from streams.serde import AvroSerde, EmbeddedRegistry
 from streams.serde.avro import AvroDecodeError, AvroEncodeError
 from streams.serde.registry import UnknownSchemaError

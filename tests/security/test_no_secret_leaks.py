@@ -21,9 +21,9 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from pipelines.orders import ORDER_PLACED
 from sandbox.server import SandboxConfig, SandboxServer, mtls_context
 from streams.names import Header
-from streams.pipelines.orders import ORDER_PLACED
 from tests.integration.harness import wait_for
 from tests.security.certs import TestPki
 from tests.security.conftest import SecureKafka
@@ -67,12 +67,13 @@ async def test_a_full_run_with_every_secret_configured_leaks_none(
         "STREAMS_KAFKA_SSL_CERTFILE": str(secure_kafka.client_cert.cert),
         "STREAMS_KAFKA_SSL_KEYFILE": str(secure_kafka.client_cert.key),
         "STREAMS_KAFKA_SSL_KEY_PASSWORD_FILE": str(files / "kafka-key-password"),
-        "STREAMS_CUSTOMERS_OAUTH_CLIENT_ID": "pipeline",
-        "STREAMS_CUSTOMERS_OAUTH_CLIENT_SECRET": api_secrets["client_secret"],
-        "STREAMS_CUSTOMERS_TLS_CAFILE": str(api_pki.ca_file),
-        "STREAMS_CUSTOMERS_TLS_CERTFILE": str(api_client.cert),
-        "STREAMS_CUSTOMERS_TLS_KEYFILE": str(api_client.key),
-        "STREAMS_CUSTOMERS_TLS_KEY_PASSWORD": api_key_password,
+        "STREAMS_API_CUSTOMERS_CLIENT_ID": "pipeline",
+        "STREAMS_API_CUSTOMERS_SCOPE": "customers:read",
+        "STREAMS_API_CUSTOMERS_CLIENT_SECRET": api_secrets["client_secret"],
+        "STREAMS_API_CUSTOMERS_CA_FILE": str(api_pki.ca_file),
+        "STREAMS_API_CUSTOMERS_CERT_FILE": str(api_client.cert),
+        "STREAMS_API_CUSTOMERS_KEY_FILE": str(api_client.key),
+        "STREAMS_API_CUSTOMERS_KEY_PASSWORD": api_key_password,
         "STREAMS_TRACE_EXPORTER": "console",
         "STREAMS_LOG_LEVEL": "debug,aiokafka=info,faust=info,mode=info,asyncio=info",
     }

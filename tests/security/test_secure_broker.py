@@ -105,7 +105,8 @@ def test_the_cli_produces_and_consumes_over_sasl_ssl(secure_kafka: SecureKafka, 
                                                     tmp_path: Path) -> None:
     topic = f"sec-cli-{unique}"
     grant_topic(secure_kafka, "shop", topic)
-    env = {**os.environ, **secure_kafka.worker_env("shop"), "STREAMS_INPUT_TOPIC": topic,
+    env = {**os.environ, **secure_kafka.worker_env("shop"), "STREAMS_APP": "pipelines.orders:pipeline",
+           "STREAMS_INPUT_TOPIC": topic,
            "STREAMS_OUTPUT_TOPIC": topic}
     produced = subprocess.run([sys.executable, "-m", "streams", "produce", "--count", "3"], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=90)

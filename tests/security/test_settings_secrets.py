@@ -11,12 +11,13 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsError
 
+from streams.api import Api, ApiSettings
 from streams.secret_files import secret_field_names
 from streams.settings import Settings, register_settings_secrets
 from streams.telemetry.redaction import clear_secrets, redact
 
-SECRET_FIELDS = {"kafka_ssl_key_password", "kafka_sasl_password", "customers_oauth_client_secret",
-                 "customers_tls_key_password"}
+SECRET_FIELDS = {"kafka_ssl_key_password", "kafka_sasl_password"}  # the APIs' own: streams.api.ApiSettings
+CUSTOMERS = Api("customers", "http://127.0.0.1:8080")
 
 
 @pytest.fixture(autouse=True)
@@ -46,24 +47,24 @@ def test_a_secret_comes_from_the_file_its_FILE_variable_names_minus_one_newline(
     monkeypatch.setenv("STREAMS_KAFKA_SASL_USERNAME", "worker")
     monkeypatch.setenv("STREAMS_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "password"))
     (tmp_path / "client-secret").write_text(value + "\n\n")  # only one newline goes
-    monkeypatch.setenv("STREAMS_CUSTOMERS_OAUTH_CLIENT_ID", "pipeline")
-    monkeypatch.setenv("STREAMS_CUSTOMERS_OAUTH_CLIENT_SECRET_FILE", str(tmp_path / "client-secret"))
+    monkeypatch.setenv("STREAMS_API_CUSTOMERS_CLIENT_ID", "pipeline")
+    monkeypatch.setenv("STREAMS_API_CUSTOMERS_CLIENT_SECRET_FILE", str(tmp_path / "client-secret"))
     settings = Settings()
     assert isinstance(settings.kafka_sasl_password, SecretStr)
     assert settings.kafka_sasl_password.get_secret_value() == value
-    assert settings.customers_oauth_client_secret is not None
-    assert settings.customers_oauth_client_secret.get_secret_value() == value + "\n"
     assert value not in repr(settings) and value not in str(settings) and value not in settings.model_dump_json()
+    api = ApiSettings.from_environment(CUSTOMERS)
+    assert api.client_secret is not None and api.client_secret.get_secret_value() == value + "\n"
+    assert value not in repr(api) and value not in str(api)
 
 
 def test_FILE_variables_work_from_a_dot_env_file_too(tmp_path: Path) -> None:
     value = secrets.token_urlsafe(20)
     (tmp_path / "secret").write_text(value)
-    (tmp_path / ".env").write_text("STREAMS_CUSTOMERS_OAUTH_CLIENT_ID=pipeline\n"
-                                   f"STREAMS_CUSTOMERS_OAUTH_CLIENT_SECRET_FILE={tmp_path / 'secret'}\n")
-    settings = Settings()
-    assert settings.customers_oauth_client_secret is not None
-    assert settings.customers_oauth_client_secret.get_secret_value() == value
+    (tmp_path / ".env").write_text("STREAMS_API_CUSTOMERS_CLIENT_ID=pipeline\n"
+                                   f"STREAMS_API_CUSTOMERS_CLIENT_SECRET_FILE={tmp_path / 'secret'}\n")
+    api = ApiSettings.from_environment(CUSTOMERS)
+    assert api.client_secret is not None and api.client_secret.get_secret_value() == value
 
 
 @pytest.mark.parametrize(("content", "problem"), [(None, "cannot read"), ("", "is empty"), ("\n", "is empty")])
@@ -126,10 +127,15 @@ def test_incomplete_security_settings_are_named(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_registered_settings_secrets_are_redacted_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    value = secrets.token_urlsafe(20)
-    settings = Settings(customers_oauth_client_id="pipeline", customers_oauth_client_secret=value)
+    value, api_value = secrets.token_urlsafe(20), secrets.token_urlsafe(20)
+    settings = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="worker",
+                        kafka_sasl_password=value)
+    monkeypatch.setenv("STREAMS_API_CUSTOMERS_CLIENT_ID", "pipeline")
+    monkeypatch.setenv("STREAMS_API_CUSTOMERS_CLIENT_SECRET", api_value)
     try:
         register_settings_secrets(settings)
-        assert value not in redact(f"client_id=pipeline&x={value}") and "[REDACTED]" in redact(f"x {value} y")
+        ApiSettings.from_environment(CUSTOMERS)  # an API's secrets are registered as they are read
+        for secret in (value, api_value):
+            assert secret not in redact(f"client_id=pipeline&x={secret}") and "[REDACTED]" in redact(f"x {secret} y")
     finally:
         clear_secrets()

@@ -14,10 +14,10 @@ import fastavro
 import pytest
 from click.testing import CliRunner
 
+from pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.contracts import Incompatibility, Problem, check_schemas, schemas
 from streams.failures import FailureKind, classify
-from streams.pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
-from streams.samples import sample_orders
 from streams.serde import AvroSerde, EmbeddedRegistry, frame
 from streams.serde.avro import AvroDecodeError
 from streams.serde.registry import DEFAULT_SCHEMAS_DIR

@@ -19,6 +19,7 @@ from streams.failures import FailureKind, classify
 from streams.serde import AvroSerde, EmbeddedRegistry, UnknownSchemaError
 from streams.serde.confluent import ConfluentRegistry, RegistryUnavailableError, SchemaRegistryError
 from streams.serde.factory import PinnedRegistry, registry_from_url
+from streams.serde.registry import DEFAULT_SCHEMAS_DIR
 
 SUBJECT = "test.Thing"
 
@@ -195,8 +196,10 @@ async def test_prefetch_and_warm_fill_the_caches_off_the_event_loop(stand_in: St
 def test_registry_from_url_picks_the_mode() -> None:
     assert isinstance(registry_from_url(None), EmbeddedRegistry)
     assert isinstance(registry_from_url("  "), EmbeddedRegistry)
-    registry_mode = registry_from_url("http://127.0.0.1:8081/apis/ccompat/v7")
+    registry_mode = registry_from_url("http://127.0.0.1:8081/apis/ccompat/v7", schemas_dir=DEFAULT_SCHEMAS_DIR)
     assert isinstance(registry_mode, PinnedRegistry)
+    without_folder = registry_from_url("http://127.0.0.1:8081/apis/ccompat/v7")
+    assert isinstance(without_folder, ConfluentRegistry)  # the registry's latest versions, no folder of ours
     assert registry_mode.remote.url == "http://127.0.0.1:8081/apis/ccompat/v7"
     with pytest.raises(ValueError, match="must be http"):
         registry_from_url("127.0.0.1:8081")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
-from streams.samples import sample_orders
+from pipelines.orders import ENRICHED_ORDER, ORDER_PLACED
+from pipelines.orders_samples import sample_orders
 from streams.serde import AvroSerde, EmbeddedRegistry, UnknownSchemaError, WireFormatError, frame, unframe
 from streams.serde.avro import AvroDecodeError, AvroEncodeError
 from streams.serde.registry import DEFAULT_SCHEMAS_DIR

@@ -1,0 +1,1 @@
+"""Small user pipelines the integration tests run as ``--app`` modules."""
