@@ -6,6 +6,8 @@ never shares a GIL with the API server or the bench's producer and consumer.
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,7 +50,7 @@ def _baseline(module: str) -> Callable[[RunTopics], Contender]:
     return start
 
 
-def _ours(run: RunTopics, source: Path | None = None) -> Contender:
+def _ours(run: RunTopics, source: Path | None = None, runtime: str | None = None) -> Contender:
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": run.bootstrap,
         "STREAMS_APP": "pipelines.orders:pipeline",
@@ -63,6 +65,7 @@ def _ours(run: RunTopics, source: Path | None = None) -> Contender:
         # The same, as trees from before the public pipeline API name them (ours_at).
         "STREAMS_CUSTOMERS_API_URL": run.api_url,
         "STREAMS_ENRICH_WITH": "customers",
+        **({"STREAMS_RUNTIME": runtime} if runtime else {}),
     }
     return WorkerProcess(env, run.workdir / f"{run.name}.log", cwd=source).start()
 
@@ -82,6 +85,40 @@ def ours_at(revision: str) -> ContenderSpec:
                          dead_letter_topic=lambda run: dlq_topic(run.name))
 
 
+_JAVA_PROJECT = Path(__file__).resolve().parent / "java"
+_PC_JAR = _JAVA_PROJECT / "target" / "pc-enricher.jar"
+
+
+def _pc_jar(log_dir: Path) -> Path:
+    """bench/java's shaded jar, built with Maven when missing or older than its pom or a source."""
+    inputs = [_JAVA_PROJECT / "pom.xml", *(p for p in (_JAVA_PROJECT / "src").rglob("*") if p.is_file())]
+    if _PC_JAR.exists() and _PC_JAR.stat().st_mtime >= max(p.stat().st_mtime for p in inputs):
+        return _PC_JAR
+    log = log_dir / "pc-build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(_JAVA_PROJECT / "pom.xml"), "package", "-DskipTests"]
+    try:
+        with log.open("wb") as out:
+            done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        raise RuntimeError("PC needs Maven (mvn) and Java 17 to build bench/java") from None
+    if done.returncode != 0 or not _PC_JAR.exists():
+        raise RuntimeError(f"building bench/java failed ({shlex.join(command)}), see {log}")
+    return _PC_JAR
+
+
+def _parallel_consumer(run: RunTopics) -> Contender:
+    """bench/java: Confluent Parallel Consumer (KEY order, Vert.x HTTP), run as `java -jar` so the JVM itself is
+    the measured process (no Maven wrapper). BENCH_PC_JAVA_OPTS adds JVM options (default: none, JVM ergonomics)."""
+    jar = _pc_jar(run.workdir)
+    java = str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME") else "java"
+    command = [java, *shlex.split(os.environ.get("BENCH_PC_JAVA_OPTS", "")), "-jar", str(jar),
+               "--bootstrap", run.bootstrap, "--input", run.input_topic, "--output", run.output_topic,
+               "--group", run.name, "--api-url", run.api_url,
+               "--schemas-dir", str(_JAVA_PROJECT.parents[1] / "schemas")]
+    return ChildProcess(command, run.workdir / f"{run.name}.log").start()
+
+
 CONTENDERS: dict[str, ContenderSpec] = {
     spec.key: spec
     for spec in (
@@ -89,8 +126,13 @@ CONTENDERS: dict[str, ContenderSpec] = {
         ContenderSpec("B1", "aiokafka + aiohttp, gather per batch, unordered", calls_api=True,
                       start=_baseline("expert")),
         ContenderSpec("B2", "naive Faust agent, await per event", calls_api=True, start=_baseline("naive_faust")),
-        ContenderSpec("ours", "streams worker (orders-enricher), customers only, other settings default",
-                      calls_api=True, start=_ours,
+        ContenderSpec("ours", "streams worker (orders-enricher), customers only, other settings default "
+                      "(the aiokafka runtime)", calls_api=True, start=_ours,
                       dead_letter_topic=lambda run: dlq_topic(run.name)),
+        ContenderSpec("ours-faust", "the same on the Faust runtime (STREAMS_RUNTIME=faust)", calls_api=True,
+                      start=lambda run: _ours(run, runtime="faust"),
+                      dead_letter_topic=lambda run: dlq_topic(run.name)),
+        ContenderSpec("PC", "Confluent Parallel Consumer 0.5.3.2, KEY order, Vert.x HTTP", calls_api=True,
+                      start=_parallel_consumer),
     )
 }
