@@ -15,11 +15,20 @@ test: $(STAMP) test-tools
 	$(BIN)/pytest
 
 # kcat: the tests' second Kafka client, the one that writes a header name's bytes as given.
+# prometheus (with promtool): the alert rules are checked and evaluated by a real Prometheus
+# (tests/integration/test_prometheus_alerts.py). Debian's package does not start its service in a
+# container (policy-rc.d); without recommends, no node exporter comes along.
 test-tools:
 	@command -v kcat >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; \
 	  else echo "kcat is needed by the tests (Debian package kcat: apt-get install kcat)" >&2; exit 1; fi; }
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus >/dev/null; \
+	  else echo "prometheus and promtool are needed by the tests (Debian package prometheus: apt-get install prometheus)" >&2; \
+	    exit 1; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

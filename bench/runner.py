@@ -37,6 +37,7 @@ from bench.kafka_io import (
     produce_open_loop,
 )
 from bench.processes import Contender, ProcessMeter, system_busy_seconds
+from streams.progress import progress
 from streams.runtime import choose_event_loop
 
 
@@ -176,13 +177,16 @@ async def run_closed(spec: ContenderSpec, run: RunTopics, data: Dataset, plan: P
         try:
             result.startup_s = await _wait_first_output(contender, watcher, plan.startup_seconds)
             start, counted_from = _Snapshot.take(meter, api), watcher.count
-            while watcher.count < len(data):
-                _check(contender, watcher)
-                meter.sample_rss()
-                if time.time() - start.wall > cap:
-                    result.capped = True
-                    break
-                await asyncio.sleep(0.1)
+            with progress(f"  {spec.key} {data.case}", total=len(data), unit="events") as shown:
+                while watcher.count < len(data):
+                    shown.update_to(watcher.count)
+                    _check(contender, watcher)
+                    meter.sample_rss()
+                    if time.time() - start.wall > cap:
+                        result.capped = True
+                        break
+                    await asyncio.sleep(0.1)
+                shown.update_to(watcher.count)
             end = _Snapshot.take(meter, api)
             _window(result, start, end, watcher.count - counted_from)
             result.peak_rss_mb = meter.peak_rss_bytes() / 2**20

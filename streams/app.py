@@ -20,9 +20,7 @@ from aiokafka import TopicPartition
 from faust.types import TP, EventT, StreamT
 from mode.supervisors import CrashingSupervisor
 
-from connectors.http import HttpConnector
-from connectors.resilience.cache import ResponseCache
-from streams.api import ApiSettings
+from streams.assembly import know_output_fields, observe_api, paused_briefly
 from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.engine import Engine
 from streams.engine.processor import EventProcessor
@@ -144,39 +142,9 @@ class FaustPort:
             consumer.resume(tp)
 
 
-def observe_api(http: HttpConnector, cache: ResponseCache[str, Any] | None, metrics: PipelineMetrics) -> None:
-    """An API's call latency by status, deprecation notices, breaker state and transitions,
-    limiter waits and cache lookups, as the pipeline's metrics."""
-    own = metrics.connector(http.name)
-    http.add_call_observer(lambda outcome: own.call(outcome.status, outcome.seconds))
-    http.add_deprecation_observer(own.deprecated_response)
-    if http.breaker is not None:
-        http.breaker.add_listener(own.on_breaker_transition)
-        own.breaker_state(http.breaker.state.value)
-    if http.limiter is not None:
-        http.limiter.add_wait_observer(own.limiter_wait)
-    if cache is not None:
-        cache.add_lookup_observer(own.cache)
-
-
 def _log_pause_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("could not pause or resume a partition: %r", task.exception())
-
-
-def bind_pipeline(pipeline: Pipeline, settings: Settings) -> None:
-    """Give each API of the pipeline its settings (``STREAMS_API_<NAME>_*`` over the code's values
-    over the worker-wide defaults); raises ValueError naming the variable that is missing or wrong."""
-    for api in pipeline.apis:
-        api.bind(ApiSettings.from_environment(api, default_timeout=settings.http_timeout,
-                                              default_retries=settings.http_max_attempts))
-
-
-def know_output_fields(pipeline: Pipeline, serde: AvroSerde) -> None:
-    """Tell the pipeline its output schema's fields (it fills ``degraded`` and ``degraded_reasons``
-    when they are there); raises LookupError when the registry lacks the subject."""
-    output_schema = serde.registry.latest(pipeline.output_subject)
-    pipeline.set_output_fields([field["name"] for field in output_schema.definition.get("fields", [])])
 
 
 def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics | None = None) -> PipelineApp:
@@ -302,7 +270,7 @@ async def _start_telemetry(
                                                   f"{len(app.consumer.assignment())} partitions"))
     readiness.add("broker_reachable", lambda: _broker_reachable(app))
     readiness.add("event_loop", loop_lag.check(max_lag=2.0))
-    readiness.add("not_paused_for_open_circuit", lambda: _paused_briefly(engine, settings.stuck_after))
+    readiness.add("not_paused_for_open_circuit", lambda: paused_briefly(engine, settings.stuck_after))
     readiness.add("retry_partitions_released", lambda: (not engine.overdue_partitions(30.0),
                                                         [str(tp) for tp in engine.overdue_partitions(30.0)]))
     if metrics is not None:
@@ -311,14 +279,6 @@ async def _start_telemetry(
     server = TelemetryServer(settings.telemetry_host, settings.telemetry_port, readiness, metrics=metrics)
     await server.start()
     return server
-
-
-def _paused_briefly(engine: Engine[EventT], limit: float) -> tuple[bool, str]:
-    since = engine.breaker_paused_since
-    if since is None:
-        return True, "consuming"
-    paused = asyncio.get_running_loop().time() - since
-    return paused < limit, f"paused {paused:.0f} s for an open circuit"
 
 
 async def _broker_reachable(app: PipelineApp) -> tuple[bool, str]:
@@ -342,22 +302,3 @@ def _consumer_lag(app: PipelineApp) -> dict[tuple[str, int], int]:
         committed = consumer._committed_offset.get(tp) or 0
         lag[(tp.topic, tp.partition)] = max(0, highwater - committed)
     return lag
-
-
-async def prepare_topics(settings: Settings) -> None:
-    """Check the input exists; create the retry tiers (as many partitions) and the DLQ."""
-    from streams.kafka.clients import ensure_topics, partition_count
-
-    security = kafka_security(settings)
-    partitions = await partition_count(settings.kafka_bootstrap_servers, settings.input_topic, security=security)
-    if not partitions:
-        raise RuntimeError(f"input topic {settings.input_topic!r} does not exist on "
-                           f"{settings.kafka_bootstrap_servers}; create it first (streams topics)")
-    retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
-    wanted = {topic: partitions for topic in retry.topics}
-    wanted[dlq_topic(settings.pipeline)] = 1
-    await ensure_topics(settings.kafka_bootstrap_servers, wanted, security=security)
-    if settings.dedupe != "off":
-        retention_ms = str(int(settings.dedupe_retention_hours * 3600 * 1000))
-        await ensure_topics(settings.kafka_bootstrap_servers, {processed_topic(settings.pipeline): partitions},
-                            config={"cleanup.policy": "delete", "retention.ms": retention_ms}, security=security)

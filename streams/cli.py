@@ -81,15 +81,21 @@ def load_pipeline_settings(app: str | None, config: str | None) -> tuple[Any, Se
 
 
 @click.group()
+@click.version_option(package_name="streams", prog_name="streams", message="%(prog)s %(version)s")
 def main() -> None:
     """Streaming enrichment pipelines on Apache Kafka."""
 
 
-@main.command()
+@main.command(epilog="Settings, from the environment or a .env file (a secret also from <VARIABLE>_FILE):\n\n"
+              + "\n\n".join(
+                  f"{' / '.join(map(str, getattr(f.validation_alias, 'choices', ()))) or 'STREAMS_' + name.upper()}"
+                  f" (default: {str(v).lower() if isinstance(v, bool) else 'unset' if v is None else v})"
+                  f"{': ' + f.description if f.description else ''}"
+                  for name, f in Settings.model_fields.items() for v in [f.get_default(call_default_factory=True)]))
 @pipeline_options
 def worker(app: str | None, config: str | None) -> None:
     """Run a worker of the pipeline, in the consumer group named after it."""
-    from streams.app import bind_pipeline, create_app, prepare_topics
+    from streams.assembly import bind_pipeline, prepare_topics
     from streams.runtime import tune_runtime
     from streams.telemetry import PipelineMetrics, configure_logging, configure_tracing, faust_worker
 
@@ -111,7 +117,22 @@ def worker(app: str | None, config: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     tracer_provider = configure_tracing(settings.trace_exporter, service_name=settings.pipeline,  # type: ignore[arg-type]
                                         otlp_endpoint=settings.otlp_endpoint)
-    worker_app = create_app(settings, pipeline, metrics=PipelineMetrics(settings.pipeline))
+    metrics = PipelineMetrics(settings.pipeline)
+    if settings.runtime == "aiokafka":
+        from streams.kafka.worker import run_worker
+
+        try:
+            asyncio.run(run_worker(settings, pipeline, metrics))
+        except Exception:
+            logging.getLogger("streams.worker").exception("the worker stopped: nothing past the failed event is "
+                                                          "committed; a restart reads it again")
+            sys.exit(1)
+        finally:
+            tracer_provider.shutdown()
+        return
+    from streams.app import create_app
+
+    worker_app = create_app(settings, pipeline, metrics=metrics)
     try:
         faust_worker(worker_app).execute_from_commandline()
     finally:
@@ -155,19 +176,23 @@ def produce(app: str | None, config: str | None, path: Any, count: int | None, s
 async def _produce(settings: Settings, topic: str, subject: str, records: list[dict[str, Any]],
                    key_field: str | None) -> int:
     from streams.kafka.clients import producer
+    from streams.progress import progress
     from streams.serde.avro import AvroEncodeError
 
     serde = serde_for(settings)
     async with producer(settings.kafka_bootstrap_servers, security=kafka_security_for(settings)) as client:
-        futures = []
-        for number, record in enumerate(records, 1):
-            try:
-                value = serde.encode(subject, record)
-            except (AvroEncodeError, LookupError) as exc:
-                raise click.ClickException(f"record {number} does not fit {subject}: {exc}") from None
-            key = str(record[key_field]).encode() if key_field and record.get(key_field) is not None else None
-            futures.append(await client.send(topic, value, key=key))
-        await asyncio.gather(*futures)
+        with progress(f"produce to {topic}", total=len(records), unit="events") as shown:
+            futures = []
+            for number, record in enumerate(records, 1):
+                try:
+                    value = serde.encode(subject, record)
+                except (AvroEncodeError, LookupError) as exc:
+                    raise click.ClickException(f"record {number} does not fit {subject}: {exc}") from None
+                key = str(record[key_field]).encode() if key_field and record.get(key_field) is not None else None
+                futures.append(await client.send(topic, value, key=key))
+                futures[-1].add_done_callback(  # counted once the broker acknowledged it
+                    lambda done: None if done.cancelled() or done.exception() else shown.advance())
+            await asyncio.gather(*futures)
     return len(futures)
 
 
@@ -252,21 +277,29 @@ def dlq() -> None:
 @_selection_options
 def dlq_list(app: str | None, config: str | None, **criteria: Any) -> None:
     """One line per matching dead letter: where, which event, why."""
-    from streams.dlq import read_dead_letters
+    from streams.dlq import iter_dead_letters
     from streams.names import Header
+    from streams.progress import progress
 
     _, settings = load_pipeline_settings(app, config)
-    letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
-                                            _selection(**criteria), security=kafka_security_for(settings)))
-    for letter in letters:
-        failed = letter.header(Header.FIRST_FAILURE_AT)
-        when = datetime.fromtimestamp(int(failed) / 1000, UTC).isoformat(timespec="seconds") if failed else "?"
-        click.echo(f"{letter.ref:>10}  {when}  {letter.header(Header.EVENT_ID)}  "
-                   f"{letter.header(Header.ERROR_KIND)}  {letter.header(Header.ERROR_CLASS)}  "
-                   f"status={letter.header(Header.ERROR_STATUS) or '-'}  "
-                   f"connector={letter.header(Header.ERROR_CONNECTOR) or '-'}  "
-                   f"{letter.header(Header.ERROR_MESSAGE)}")
-    click.echo(f"{len(letters)} dead letters", err=True)
+    selection, security = _selection(**criteria), kafka_security_for(settings)
+
+    async def go() -> int:  # each letter printed as it is read, never the whole DLQ in memory
+        listed = 0
+        with progress("dlq list: read", unit="letters") as shown:
+            async for letter in iter_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline, selection,
+                                                  security=security, progress=shown):
+                failed = letter.header(Header.FIRST_FAILURE_AT)
+                when = datetime.fromtimestamp(int(failed) / 1000, UTC).isoformat(timespec="seconds") if failed else "?"
+                shown.write(f"{letter.ref:>10}  {when}  {letter.header(Header.EVENT_ID)}  "
+                            f"{letter.header(Header.ERROR_KIND)}  {letter.header(Header.ERROR_CLASS)}  "
+                            f"status={letter.header(Header.ERROR_STATUS) or '-'}  "
+                            f"connector={letter.header(Header.ERROR_CONNECTOR) or '-'}  "
+                            f"{letter.header(Header.ERROR_MESSAGE)}")
+                listed += 1
+        return listed
+
+    click.echo(f"{asyncio.run(go())} dead letters", err=True)
 
 
 @dlq.command("show")
@@ -301,15 +334,19 @@ def dlq_replay(app: str | None, config: str | None, target: str | None, rate: fl
                **criteria: Any) -> None:
     """Produce the matching dead letters again, each at most once across runs."""
     from streams.dlq import read_dead_letters, replay
+    from streams.progress import progress
 
     _, settings = load_pipeline_settings(app, config)
     security = kafka_security_for(settings)
 
     async def go() -> Any:
-        letters = await read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
-                                          _selection(**criteria), security=security)
-        return await replay(settings.kafka_bootstrap_servers, settings.pipeline, letters,
-                            target=target or settings.input_topic, rate=rate, dry_run=dry_run, security=security)
+        with progress("dlq replay: read", unit="letters") as shown:
+            letters = await read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
+                                              _selection(**criteria), security=security, progress=shown)
+        with progress(f"dlq replay to {target or settings.input_topic}", unit="letters") as shown:
+            return await replay(settings.kafka_bootstrap_servers, settings.pipeline, letters,
+                                target=target or settings.input_topic, rate=rate, dry_run=dry_run, security=security,
+                                progress=None if dry_run else shown)
 
     report = asyncio.run(go())
     verb = "would replay" if dry_run else "replayed"
@@ -374,7 +411,7 @@ def check(app: str | None, config: str | None, sample: Any) -> None:
         click.echo(f"  step {line}")
     problems = _check_schemas(settings, pipeline)
     try:
-        from streams.app import bind_pipeline
+        from streams.assembly import bind_pipeline
 
         bind_pipeline(pipeline, settings)
     except (ValueError, SettingsError) as exc:
@@ -440,7 +477,7 @@ async def _check_sample(settings: Settings, pipeline: Any, sample: Any) -> list[
         event = serde.decode(serde.encode(pipeline.input_subject, event), pipeline.input_subject)
     except (ValueError, LookupError) as exc:
         return [f"sample: does not fit the input schema {pipeline.input_subject}: {exc}"]
-    from streams.app import know_output_fields
+    from streams.assembly import know_output_fields
 
     know_output_fields(pipeline, serde)
     if pipeline.tables:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
                                 "(every event waits up to this long before it starts; bench/PROFILE.md).")
     producer_linger_ms: int = Field(default=5, ge=0, description="Producer linger, milliseconds.")
     producer_batch_bytes: int = Field(default=256 * 1024, ge=1024, description="Producer batch size, bytes.")
+    runtime: Literal["aiokafka", "faust"] = Field(
+        default="aiokafka", description="The worker's Kafka runtime: aiokafka (its own consumer and producer, "
+        "streams/kafka/worker.py) or faust (a Faust app, streams/app.py: to run inside an existing Faust app).")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto", description="The worker's event loop: auto is uvloop where installed, asyncio's "
         "when Kafka is reached over TLS (streams/runtime.py).")

@@ -11,8 +11,69 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from testcontainers.core.container import DockerContainer
 
 from sandbox.server import SandboxConfig, SandboxServer
+
+KAFKA_IMAGE = "apache/kafka:4.1.1"  # the broker docker-compose.yml runs too
+KAFKA_PORT = 9092  # the listener clients on the host reach, through the mapped port
+KAFKA_START_SCRIPT = "/tmp/streams-kafka-start.sh"
+KAFKA_START_READY = "/tmp/streams-kafka-start.ready"
+
+
+def kafka_container(image: str = KAFKA_IMAGE) -> DockerContainer:
+    """A single-node KRaft broker of the apache/kafka image, built and not started.
+
+    testcontainers' own ``KafkaContainer`` is made for Confluent's cp-kafka: its ``with_kraft()``
+    refuses any tag below 7.0.0 (apache/kafka's 4.1.1 is "too old") and its start script runs
+    /etc/confluent/docker/configure, which apache/kafka does not have. This one sets the
+    apache/kafka image's own KAFKA_* variables (its /etc/kafka/docker/run turns them into
+    server.properties and formats the storage) and, as the image's entrypoint cannot know the port
+    Docker maps, waits for a start script that ``start()`` writes once the port is known: it exports
+    KAFKA_ADVERTISED_LISTENERS with the host and mapped port, then runs /etc/kafka/docker/run.
+    """
+    return _ApacheKafkaContainer(image)
+
+
+class _ApacheKafkaContainer(DockerContainer):
+    def __init__(self, image: str) -> None:
+        super().__init__(image)
+        self.with_exposed_ports(KAFKA_PORT)
+        self.with_envs(
+            CLUSTER_ID="5L6g3nShT-eMCtK--X86sw",
+            KAFKA_NODE_ID="1",
+            KAFKA_PROCESS_ROLES="broker,controller",
+            # PLAINTEXT: clients on the host, advertised as host:mapped port at start; BROKER: between
+            # broker and itself inside the container; CONTROLLER: the KRaft quorum of one.
+            KAFKA_LISTENERS=f"PLAINTEXT://0.0.0.0:{KAFKA_PORT},BROKER://0.0.0.0:9093,CONTROLLER://0.0.0.0:9094",
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            KAFKA_INTER_BROKER_LISTENER_NAME="BROKER",
+            KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+            KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9094",
+            KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+            KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR="1",
+            KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+        )
+        # The ready file comes after the script, so the script is never run half-written.
+        self.with_command(["sh", "-c", f"while [ ! -f {KAFKA_START_READY} ]; do sleep 0.1; done; "
+                                       f"exec sh {KAFKA_START_SCRIPT}"])
+
+    def start(self) -> _ApacheKafkaContainer:
+        from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+        super().start()
+        advertised = f"PLAINTEXT://{self.get_bootstrap_server()},BROKER://localhost:9093"
+        script = f"export KAFKA_ADVERTISED_LISTENERS={advertised}\nexec /etc/kafka/docker/run\n"
+        self.copy_into_container(script.encode(), KAFKA_START_SCRIPT, mode=0o755)
+        self.copy_into_container(b"", KAFKA_START_READY)
+        LogMessageWaitStrategy(r"Kafka Server started").with_startup_timeout(120).wait_until_ready(self)
+        return self
+
+    def get_bootstrap_server(self) -> str:
+        return f"{self.get_container_host_ip()}:{self.get_exposed_port(KAFKA_PORT)}"
 
 
 def _docker_engine_answers() -> bool:
@@ -32,9 +93,7 @@ def kafka_bootstrap() -> Iterator[str]:
         yield configured
         return
     if _docker_engine_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+        with kafka_container(KAFKA_IMAGE) as container:
             yield container.get_bootstrap_server()
         return
     from streams.kafka.local import local_broker_running, start_local_broker, stop_local_broker

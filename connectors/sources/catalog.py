@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,7 +34,11 @@ from connectors.catalog import CatalogConnector, CatalogPage
 from connectors.errors import PermanentError, TransientError
 from connectors.http import HttpSettings
 from streams.kafka.clients import producer
+from streams.progress import progress
 from streams.serde import AvroSerde, EmbeddedRegistry
+
+if TYPE_CHECKING:
+    from streams.progress import Progress
 
 PRODUCT = "dev.streams.catalog.Product"
 
@@ -90,10 +94,12 @@ class Checkpoint:
 class CatalogSource:
     """Copies the catalog to a topic, one transaction per page, resuming from its checkpoint."""
 
-    def __init__(self, settings: CatalogSourceSettings, catalog: CatalogConnector, serde: AvroSerde | None = None):
+    def __init__(self, settings: CatalogSourceSettings, catalog: CatalogConnector, serde: AvroSerde | None = None,
+                 progress: Progress | None = None):
         self.settings = settings
         self.catalog = catalog
         self.serde = serde or AvroSerde(EmbeddedRegistry.load())
+        self.progress = progress  # counts the pages committed (streams.progress)
 
     async def run(self) -> Checkpoint:
         """Produce every remaining page; return the final checkpoint."""
@@ -107,10 +113,12 @@ class CatalogSource:
             try:
                 checkpoint = await read_checkpoint(s.bootstrap_servers, s.checkpoint_topic, s.source_id)
                 log.info("catalog source %s: resuming at %s", s.source_id, checkpoint)
+                self._show(checkpoint)
                 while not checkpoint.done:
                     page = await self._fetch(checkpoint.cursor)
                     checkpoint = await self._write(kafka, page, checkpoint)
                     in_transaction = False
+                    self._show(checkpoint)
                     log.info("catalog source %s: page %d committed, %d products, next cursor %s",
                              s.source_id, checkpoint.pages, checkpoint.products, checkpoint.cursor)
                     if not checkpoint.done:
@@ -121,6 +129,11 @@ class CatalogSource:
                     with contextlib.suppress(Exception):
                         await kafka.abort_transaction()
         return checkpoint
+
+    def _show(self, checkpoint: Checkpoint) -> None:
+        if self.progress is not None:
+            self.progress.note(f"{checkpoint.products} products")
+            self.progress.update_to(checkpoint.pages)
 
     async def _fetch(self, cursor: str | None) -> CatalogPage:
         failures = 0
@@ -245,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> Checkpoint:
         async with CatalogConnector(HttpSettings(base_url=args.base_url)) as catalog:
-            return await CatalogSource(settings, catalog).run()
+            with progress(f"catalog source {settings.source_id}", unit="pages") as shown:
+                return await CatalogSource(settings, catalog, progress=shown).run()
 
     try:
         final = asyncio.run(run())

@@ -334,11 +334,13 @@ class Engine(Generic[H]):
     async def _ack_loop(self) -> None:
         while True:
             handles = await self._acks.get()
-            if self.error is not None:
-                continue
-            for handle in handles:
-                await self._port.ack(handle)
-            self.acked += len(handles)
+            try:
+                if self.error is None:
+                    for handle in handles:
+                        await self._port.ack(handle)
+                    self.acked += len(handles)
+            finally:
+                self._acks.task_done()
 
     # -- rebalance and shutdown -----------------------------------------------------------------
 
@@ -378,6 +380,14 @@ class Engine(Generic[H]):
                  f" and {len(keep)} queued behind started ones" if keep else "", self._drain_deadline)
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = asyncio.get_event_loop().create_task(self._enforce_deadline(self.generation))
+
+    async def drained(self) -> None:
+        """Wait for the drain ``begin_drain`` started: every earlier event acknowledged to the
+        port, released, or given up at the deadline."""
+        if self._drain_task is not None:
+            await asyncio.shield(self._drain_task)
+        if self._ack_task is not None and not self._ack_task.done():
+            await self._acks.join()
 
     async def _enforce_deadline(self, generation: int) -> None:
         deadline = asyncio.get_running_loop().time() + self._drain_deadline

@@ -1,15 +1,20 @@
-"""A client for any Confluent-compatible Schema Registry (Confluent, Apicurio's ccompat API, ...).
+"""A cached client for any Confluent-compatible Schema Registry (Confluent, Apicurio's ccompat API, ...).
 
     registry = ConfluentRegistry("http://127.0.0.1:8081/apis/ccompat/v7")
     schema_id = registry.register("dev.streams.orders.OrderPlaced", definition)
     serde = AvroSerde(registry)          # by_id() and latest(), as EmbeddedRegistry
 
+The HTTP is confluent-kafka's ``SchemaRegistryClient`` (the synchronous one, maintained by
+Confluent with the Kafka client, and the same one the interop tests check our records against):
+it does the connection pooling, TLS, basic auth and the REST paths. This module keeps what the
+pipeline needs on top of it: the caches below, and errors the failure classification understands.
+
 Lookups are synchronous, because the serde is: ``AvroSerde.decode``/``encode`` run once per record
 on the worker's event loop. They stay off the network in steady state:
 
 - ``by_id``: a schema id never changes meaning, so an id fetched once is cached for the life of
-  the process. Only the first record with a new id waits for the registry (one round trip
-  on loopback is about a millisecond). Ids the registry does not know are remembered for
+  the process, parsed. Only the first record with a new id waits for the registry (one round
+  trip on loopback is about a millisecond). Ids the registry does not know are remembered for
   ``missing_ttl`` seconds, so a burst of poison records costs one request, not one per record.
 - ``latest``: cached for ``latest_ttl`` seconds. After that the cached schema is still returned
   at once and one background thread asks the registry again (stale-while-revalidate), so the
@@ -21,32 +26,34 @@ on the worker's event loop. They stay off the network in steady state:
 
 A fully async client would put an ``await`` on every record's decode for what is, after the
 first record, a dictionary hit; a blocking call on a miss, with these caches, costs less.
-The HTTP is the standard library's ``urllib``: a handful of requests per process needs no
-connection pool and no new dependency.
+The client is told not to retry (``max.retries`` 0): a blocking retry with back-off would stall
+the event loop for seconds, and a failed lookup is already retried by the pipeline's retry tiers.
 
 Errors: an unknown id, subject or version raises ``UnknownSchemaError`` (the record is poison);
 a registry that does not answer, or answers 5xx/408/429, raises ``RegistryUnavailableError``,
-a ``TransientError``, so the event is retried rather than dead-lettered as poison.
+a ``TransientError``, so the event is retried rather than dead-lettered as poison. Any other
+refusal is a ``SchemaRegistryError`` (``IncompatibleSchemaError`` for a 409) with its status
+and the registry's error code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import importlib
 import json
 import logging
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError as _ClientError
 
 from connectors.errors import TransientError
 from streams.serde.registry import RegisteredSchema, UnknownSchemaError
@@ -54,9 +61,24 @@ from streams.serde.registry import RegisteredSchema, UnknownSchemaError
 log = logging.getLogger("streams.serde.registry")
 
 CONNECTOR_NAME = "schema-registry"
-_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _UNKNOWN_CODES = {40401, 40402, 40403}  # subject, version, schema not found
 _TRANSIENT_STATUSES = {408, 429}
+_T = TypeVar("_T")
+
+
+def _request_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP library's "no usable response" errors (connect, read, timeout, protocol, ...).
+
+    confluent-kafka's client uses httpx2 when it is installed, else httpx; either may be here.
+    """
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            found.append(importlib.import_module(name).RequestError)
+    return tuple(found)
+
+
+_REQUEST_ERRORS = _request_errors()
 
 
 class RegistryUnavailableError(TransientError):
@@ -98,9 +120,10 @@ class ConfluentRegistry:
     """
 
     __slots__ = (
-        "_auth",
         "_by_id",
         "_by_version",
+        "_client",
+        "_conf",
         "_latest",
         "_latest_ttl",
         "_lock",
@@ -108,7 +131,6 @@ class ConfluentRegistry:
         "_missing_ttl",
         "_refresher",
         "_refreshing",
-        "_timeout",
         "_url",
     )
 
@@ -118,16 +140,16 @@ class ConfluentRegistry:
         parts = urllib.parse.urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"schema registry URL must be http(s)://host[:port][/path], got {_redact(url)!r}")
-        self._auth: str | None = None
-        if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
         if ":" in parts.hostname:  # IPv6 literal
             netloc = f"[{parts.hostname}]" + ("" if parts.port is None else f":{parts.port}")
         self._url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self._timeout = timeout
+        # The client gets the URL without credentials, and the credentials as its basic auth.
+        self._conf: dict[str, Any] = {"url": self._url, "timeout": timeout, "max.retries": 0}
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            self._conf["basic.auth.user.info"] = f"{user}:{urllib.parse.unquote(parts.password or '')}"
+        self._client: SchemaRegistryClient | None = SchemaRegistryClient(dict(self._conf))
         self._latest_ttl = latest_ttl
         self._missing_ttl = missing_ttl
         self._by_id: dict[int, RegisteredSchema] = {}
@@ -157,12 +179,12 @@ class ConfluentRegistry:
         if missing_until is not None and time.monotonic() < missing_until:
             raise UnknownSchemaError(f"schema id {schema_id} is not registered in {self._url}")
         try:
-            body = self._request("GET", f"/schemas/ids/{schema_id}")
+            found = self._call("GET", f"/schemas/ids/{schema_id}", lambda c: c.get_schema(schema_id))
         except UnknownSchemaError:
             self._missing_ids[schema_id] = time.monotonic() + self._missing_ttl
             raise UnknownSchemaError(f"schema id {schema_id} is not registered in {self._url}") from None
         subject, version = self._first_subject_version(schema_id)
-        schema = _registered(body, subject=subject, version=version, schema_id=schema_id)
+        schema = _registered(found, subject=subject, version=version, schema_id=schema_id)
         self._by_id[schema_id] = schema
         return schema
 
@@ -183,15 +205,17 @@ class ConfluentRegistry:
         cached = self._by_version.get((subject, version))
         if cached is not None:
             return cached
-        return self._remember(self._request("GET", f"/subjects/{_quote(subject)}/versions/{int(version)}"))
+        number = int(version)
+        return self._remember(self._call("GET", f"/subjects/{_quote(subject)}/versions/{number}",
+                                         lambda c: c.get_version(subject, number)))
 
     def versions(self, subject: str) -> list[int]:
         """The version numbers of a subject, oldest first."""
-        body = self._request("GET", f"/subjects/{_quote(subject)}/versions")
-        return sorted(int(v) for v in body)
+        found = self._call("GET", f"/subjects/{_quote(subject)}/versions", lambda c: c.get_versions(subject))
+        return sorted(int(v) for v in found)
 
     def subjects(self) -> list[str]:
-        return sorted(str(s) for s in self._request("GET", "/subjects"))
+        return sorted(str(s) for s in self._call("GET", "/subjects", lambda c: c.get_subjects()))
 
     def register(self, subject: str, definition: Any) -> int:
         """Register a schema under ``subject`` (a JSON string or the parsed JSON); return its id.
@@ -199,19 +223,21 @@ class ConfluentRegistry:
         Registering a schema the subject already has returns the existing id. Raises
         ``IncompatibleSchemaError`` when the subject's compatibility level forbids it.
         """
-        body = self._request("POST", f"/subjects/{_quote(subject)}/versions", {"schema": _schema_text(definition)})
-        schema_id = int(body["id"])
+        schema = _avro(definition)
+        schema_id = int(self._call("POST", f"/subjects/{_quote(subject)}/versions",
+                                   lambda c: c.register_schema(subject, schema)))
         self._latest.pop(subject, None)  # the next latest() sees it
         self._missing_ids.pop(schema_id, None)
         return schema_id
 
     def lookup(self, subject: str, definition: Any) -> RegisteredSchema | None:
         """The registered version of ``subject`` that is this schema, or None if it has none."""
+        schema = _avro(definition)
         try:
-            body = self._request("POST", f"/subjects/{_quote(subject)}", {"schema": _schema_text(definition)})
+            found = self._call("POST", f"/subjects/{_quote(subject)}", lambda c: c.lookup_schema(subject, schema))
         except UnknownSchemaError:
             return None
-        return self._remember(body)
+        return self._remember(found)
 
     def check_compatibility(self, subject: str, definition: Any, version: str | int = "latest") -> CompatibilityVerdict:
         """Ask the registry whether ``definition`` may follow ``version`` of ``subject``.
@@ -219,35 +245,48 @@ class ConfluentRegistry:
         The registry applies the subject's own compatibility level (transitive levels check
         against every version). A subject the registry does not have accepts anything.
         """
-        path = f"/compatibility/subjects/{_quote(subject)}/versions/{_quote(str(version))}?verbose=true"
+        schema = _avro(definition)
+        path = f"/compatibility/subjects/{_quote(subject)}/versions/{_quote(str(version))}"
+
+        def ask(client: SchemaRegistryClient) -> tuple[bool, list[Any]]:
+            # The client's test_compatibility() answers only yes or no; the registry's reasons
+            # (verbose=true) come from the same request made through the client's REST layer.
+            rest = getattr(client, "_rest_client", None)
+            if rest is None:
+                return bool(client.test_compatibility(subject, schema, version, verbose=True)), []
+            body = rest.post(f"{path.lstrip('/')}?verbose=true", body=schema.to_dict())
+            return bool(body.get("is_compatible")), list(body.get("messages") or [])
+
         try:
-            body = self._request("POST", path, {"schema": _schema_text(definition)})
+            compatible, messages = self._call("POST", path, ask)
         except UnknownSchemaError:
             return CompatibilityVerdict(True, ("the registry has no such subject or version yet",))
-        messages = body.get("messages") or []
-        return CompatibilityVerdict(bool(body.get("is_compatible")), tuple(str(m) for m in messages))
+        return CompatibilityVerdict(compatible, tuple(str(m) for m in messages))
 
     def compatibility(self, subject: str | None = None) -> str:
         """The compatibility level in force for ``subject`` (its own, else the registry's default)."""
         if subject is not None:
             try:
-                return _level(self._request("GET", f"/config/{_quote(subject)}"))
+                return _level(self._call("GET", f"/config/{_quote(subject)}", lambda c: c.get_config(subject)))
             except UnknownSchemaError:
                 pass
             except SchemaRegistryError as exc:
                 if exc.error_code != 40408:  # subject has no level of its own
                     raise
-        return _level(self._request("GET", "/config"))
+        return _level(self._call("GET", "/config", lambda c: c.get_config()))
 
     def set_compatibility(self, subject: str, level: str) -> None:
         """Give ``subject`` its own compatibility level (BACKWARD, FULL_TRANSITIVE, NONE, ...)."""
-        self._request("PUT", f"/config/{_quote(subject)}", {"compatibility": level})
+        self._call("PUT", f"/config/{_quote(subject)}", lambda c: c.set_compatibility(subject, level))
 
     def delete_subject(self, subject: str) -> list[int]:
         """Soft-delete every version of a subject; return the deleted version numbers."""
-        body = self._request("DELETE", f"/subjects/{_quote(subject)}")
+        deleted = self._call("DELETE", f"/subjects/{_quote(subject)}", lambda c: c.delete_subject(subject))
         self._latest.pop(subject, None)
-        return [int(v) for v in body]
+        # the client remembers what it registered and looked up; after a delete, registering
+        # the same schema again must reach the registry
+        self._session().clear_caches()
+        return [int(v) for v in deleted]
 
     async def warm(self, subjects: Iterable[str]) -> None:
         """Load the latest schema of each subject, in a worker thread."""
@@ -263,16 +302,50 @@ class ConfluentRegistry:
                 await asyncio.to_thread(self.by_id, schema_id)
 
     def close(self) -> None:
-        """Stop the background refresher (cached schemas stay usable)."""
+        """Stop the background refresher and close the HTTP connections.
+
+        Cached schemas stay usable; a later lookup that needs the registry connects again.
+        """
         with self._lock:
             refresher, self._refresher = self._refresher, None
+            client, self._client = self._client, None
         if refresher is not None:
             refresher.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            client.close()
 
     # ---------------------------------------------------------------- internals ---
 
+    def _call(self, method: str, path: str, request: Callable[[SchemaRegistryClient], _T]) -> _T:
+        """Make one request with the client; its failures as this module's errors.
+
+        ``method`` and ``path`` only name the request in error messages.
+        """
+        where = f"{method} {self._url}{path}"
+        try:
+            return request(self._session())
+        except _ClientError as exc:
+            raise _error_for(exc, where) from None
+        except _REQUEST_ERRORS as exc:
+            raise RegistryUnavailableError(
+                f"schema registry did not answer {where}: {exc or type(exc).__name__}") from None
+        except json.JSONDecodeError as exc:
+            raise RegistryUnavailableError(f"schema registry answered {where} with malformed JSON: {exc}") from None
+
+    def _session(self) -> SchemaRegistryClient:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = SchemaRegistryClient(dict(self._conf))
+                client = self._client
+        return client
+
     def _fetch_latest(self, subject: str) -> RegisteredSchema:
-        schema = self._remember(self._request("GET", f"/subjects/{_quote(subject)}/versions/latest"))
+        # get_version(..., "latest") always asks the registry (the client's own latest cache
+        # never expires unless told to); this class decides when to ask
+        schema = self._remember(self._call("GET", f"/subjects/{_quote(subject)}/versions/latest",
+                                           lambda c: c.get_version(subject, "latest")))
         self._latest[subject] = (schema, time.monotonic() + self._latest_ttl)
         return schema
 
@@ -301,82 +374,59 @@ class ConfluentRegistry:
     def _first_subject_version(self, schema_id: int) -> tuple[str, int]:
         """Where an id is registered (for error messages); ("?", 0) if the registry cannot say."""
         try:
-            body = self._request("GET", f"/schemas/ids/{schema_id}/versions")
+            found = self._call("GET", f"/schemas/ids/{schema_id}/versions",
+                               lambda c: c.get_schema_versions(schema_id))
         except (UnknownSchemaError, SchemaRegistryError):
             return "?", 0
-        if isinstance(body, list) and body and isinstance(body[0], dict):
-            return str(body[0].get("subject", "?")), int(body[0].get("version", 0))
+        if found and found[0].subject is not None:
+            return str(found[0].subject), int(found[0].version or 0)
         return "?", 0
 
-    def _remember(self, body: Any) -> RegisteredSchema:
+    def _remember(self, found: Any) -> RegisteredSchema:
         """Cache a subject-version answer (it carries subject, version, id and schema)."""
-        schema_id = int(body["id"])
+        schema_id = int(found.schema_id)
         known = self._by_id.get(schema_id)
-        schema = _registered(body, subject=str(body["subject"]), version=int(body["version"]), schema_id=schema_id,
-                             parsed=known.parsed if known is not None else None)
+        schema = _registered(found.schema, subject=str(found.subject), version=int(found.version),
+                             schema_id=schema_id, parsed=known.parsed if known is not None else None)
         self._by_id.setdefault(schema_id, schema)
         self._by_version[(schema.subject, schema.version)] = schema
         return schema
 
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(payload).encode() if payload is not None else None
-        headers = {"Accept": f"{_CONTENT_TYPE}, application/json"}
-        if data is not None:
-            headers["Content-Type"] = _CONTENT_TYPE
-        if self._auth is not None:
-            headers["Authorization"] = self._auth
-        request = urllib.request.Request(self._url + path, data=data, headers=headers, method=method)
-        where = f"{method} {self._url}{path.split('?')[0]}"
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raise _error_for(exc, where) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RegistryUnavailableError(f"schema registry did not answer {where}: {reason}") from None
-        except json.JSONDecodeError as exc:
-            raise RegistryUnavailableError(f"schema registry answered {where} with malformed JSON: {exc}") from None
 
-
-def _error_for(exc: urllib.error.HTTPError, where: str) -> Exception:
-    try:
-        body = json.loads(exc.read() or b"{}")
-    except (json.JSONDecodeError, OSError):
-        body = {}
-    code = body.get("error_code") if isinstance(body, dict) else None
-    message = body.get("message") if isinstance(body, dict) else None
-    text = f"schema registry answered {where} with {exc.code}" + (f": {message}" if message else "")
-    if exc.code == 404 and (code in _UNKNOWN_CODES or code is None):
+def _error_for(exc: _ClientError, where: str) -> Exception:
+    status = int(exc.http_status_code)
+    code = exc.error_code if isinstance(exc.error_code, int) and exc.error_code != _ClientError.UNKNOWN else None
+    message = exc.error_message if code is not None else None
+    text = f"schema registry answered {where} with {status}" + (f": {message}" if message else "")
+    if status == 404 and (code in _UNKNOWN_CODES or code is None):
         return UnknownSchemaError(text)
-    if exc.code >= 500 or exc.code in _TRANSIENT_STATUSES:
-        return RegistryUnavailableError(text, status=exc.code)
-    if exc.code == 409:
-        return IncompatibleSchemaError(text, status=exc.code, error_code=code)
-    return SchemaRegistryError(text, status=exc.code, error_code=code)
+    if status >= 500 or status in _TRANSIENT_STATUSES:
+        return RegistryUnavailableError(text, status=status)
+    if status == 409:
+        return IncompatibleSchemaError(text, status=status, error_code=code)
+    return SchemaRegistryError(text, status=status, error_code=code)
 
 
-def _registered(body: dict[str, Any], *, subject: str, version: int, schema_id: int,
-                parsed: Any = None) -> RegisteredSchema:
+def _registered(found: Schema, *, subject: str, version: int, schema_id: int, parsed: Any = None) -> RegisteredSchema:
     """A registry answer as a RegisteredSchema; refuses what the Avro serde cannot use."""
-    schema_type = body.get("schemaType", "AVRO") or "AVRO"
+    schema_type = found.schema_type or "AVRO"
     if schema_type != "AVRO":
         raise UnknownSchemaError(f"schema id {schema_id} is a {schema_type} schema, not Avro")
-    if body.get("references"):
+    if found.references:
         raise UnknownSchemaError(f"schema id {schema_id} uses schema references, which this client does not resolve")
-    definition = json.loads(body["schema"])
+    definition = json.loads(found.schema_str or "null")
     if parsed is None:
         parsed = fastavro.parse_schema(definition, named_schemas={})
     return RegisteredSchema(subject, version, schema_id, parsed, definition)
 
 
-def _schema_text(definition: Any) -> str:
-    return definition if isinstance(definition, str) else json.dumps(definition)
+def _avro(definition: Any) -> Schema:
+    return Schema(definition if isinstance(definition, str) else json.dumps(definition), "AVRO")
 
 
-def _level(body: Any) -> str:
-    level = (body.get("compatibilityLevel") or body.get("compatibility")) if isinstance(body, dict) else None
-    return str(level or "BACKWARD")
+def _level(config: Any) -> str:
+    level = getattr(config, "compatibility_level", None) or getattr(config, "compatibility", None)
+    return str(getattr(level, "value", level) or "BACKWARD")
 
 
 def _quote(part: str) -> str:

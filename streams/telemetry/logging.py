@@ -32,6 +32,7 @@ from typing import IO, Any, Final
 from opentelemetry import trace
 
 from streams.telemetry.redaction import REDACTED, is_sensitive_key, redact, redact_value
+from streams.telemetry.repeats import RepeatedErrors
 
 __all__ = [
     "EVENT_FIELDS",
@@ -150,11 +151,16 @@ def _level(text: str, spec: str) -> int:
         ) from None
 
 
+REPEAT_INTERVAL = 10.0  # seconds between two summary lines of one repeated client error
+repeated_errors: RepeatedErrors | None = None  # the filter of the last configure_logging
+
+
 def configure_logging(level_spec: str = "info", *, json: bool = True, stream: IO[str] | None = None) -> logging.Handler:
     """Make the root logger write one redacted line per event to ``stream`` (stderr).
 
     Replaces the root's handlers, sets the levels of ``level_spec`` (undoing those of an
-    earlier call) and routes ``warnings`` through logging. Call it before creating the Faust
+    earlier call), lets a Kafka client's repeated errors through once per kind and interval
+    (``streams.telemetry.repeats``) and routes ``warnings`` through logging. Call it before creating the Faust
     worker, and pass ``FAUST_WORKER_LOGGING`` to ``faust.Worker`` so it stays in force.
     Returns the handler it installed.
     """
@@ -165,6 +171,11 @@ def configure_logging(level_spec: str = "info", *, json: bool = True, stream: IO
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    global repeated_errors
+    if repeated_errors is not None:
+        repeated_errors.close()
+    repeated_errors = RepeatedErrors(interval=REPEAT_INTERVAL)
+    repeated_errors.attach(handler)  # a client's errors that repeat: the first, then a count per interval
     root.setLevel(root_level)
     for name in _configured_loggers - set(levels):
         logging.getLogger(name).setLevel(logging.NOTSET)

@@ -74,6 +74,7 @@ class MetricName:
     EVENTS_RETRIED = "streams.events.retried"
     EVENTS_DEAD_LETTERED = "streams.events.dead_lettered"
     EVENTS_FILTERED = "streams.events.filtered"
+    CLIENT_ERRORS = "streams.client.errors"
     DUPLICATES = "streams.events.duplicates"
     IN_FLIGHT = "streams.events.in_flight"
     RETRY_HELD = "streams.retry.held"
@@ -193,6 +194,9 @@ class PipelineMetrics:
         self._events_filtered = meter.create_counter(
             MetricName.EVENTS_FILTERED, "{event}", "Events the pipeline's output dropped (acknowledged, not produced)"
         )
+        self._client_errors = meter.create_counter(
+            MetricName.CLIENT_ERRORS, "{record}", "Warnings and errors the Kafka client libraries logged, by kind"
+        )
         self._duplicates = meter.create_counter(
             MetricName.DUPLICATES, "{event}", "Effects found already done (an idempotency key seen again)"
         )
@@ -269,6 +273,10 @@ class PipelineMetrics:
     def event_filtered(self) -> None:
         """An event the pipeline's output builder dropped (it returned None)."""
         self._add(self._events_filtered, ())
+
+    def client_error(self, client: str, kind: str) -> None:
+        """A warning or error a client library logged (``kind``: its message template)."""
+        self._add(self._client_errors, (("client", client), ("kind", kind)))
 
     def duplicate_detected(self, source: str) -> None:
         """An effect found already done (say, an API answering a repeated Idempotency-Key)."""

@@ -25,3 +25,9 @@ def catalog_products(kafka_bootstrap: str, sandbox: SandboxThread) -> str:
 
     asyncio.run(fill())
     return PRODUCTS_TOPIC
+
+
+@pytest.fixture(params=["aiokafka", "faust"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Both Kafka runtimes, for the tests every runtime must pass (crash, shutdown, scale)."""
+    return str(request.param)

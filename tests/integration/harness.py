@@ -32,6 +32,7 @@ class PipelineUnderTest:
     input_topic: str
     output_topic: str
     workdir: Path
+    runtime: str | None = None  # STREAMS_RUNTIME of its workers; None: the default (aiokafka)
 
     @property
     def dlq(self) -> str:
@@ -52,6 +53,7 @@ class PipelineUnderTest:
             "STREAMS_TELEMETRY_PORT": "0",
             "STREAMS_TABLE_PRODUCTS_TOPIC": PRODUCTS_TOPIC,
             "STREAMS_LOG_LEVEL": "info,aiokafka=warning",
+            **({"STREAMS_RUNTIME": self.runtime} if self.runtime else {}),
             **extra_env,
         }
         return WorkerProcess(env, self.workdir / f"worker-{index}.log")

@@ -42,3 +42,29 @@ async def test_two_workers_share_the_partitions_and_enrich_every_event_once(
     assert set(counts) == {o["event_id"] for o in orders}
     assert max(counts.values()) == 1
     assert {r.partition for r in records} == {0, 1, 2, 3}
+
+
+async def test_three_workers_own_the_same_partition_numbers_of_the_input_and_of_every_retry_tier(
+    kafka_bootstrap: str, sandbox: SandboxThread, unique: str, tmp_path: Path
+) -> None:
+    pipeline = pipeline_under_test(kafka_bootstrap, sandbox.url, unique, tmp_path)
+    await pipeline.create_topics(partitions=6)
+    tiers = [f"{pipeline.name}.retry.{delay}" for delay in ("5s", "1m", "10m")]
+
+    with pipeline.worker(0) as a, pipeline.worker(1) as b, pipeline.worker(2) as c:
+
+        async def three_members_with_two_input_partitions_each() -> dict[str, set[tuple[str, int]]] | None:
+            members = await group_assignment(kafka_bootstrap, pipeline.name)
+            owned = [len({tp for tp in tps if tp[0] == pipeline.input_topic}) for tps in members.values()]
+            return members if sorted(owned) == [2, 2, 2] else None
+
+        members = await wait_for(three_members_with_two_input_partitions_each, deadline=120,
+                                 what="three workers with two input partitions each")
+        assert a.alive and b.alive and c.alive
+
+    for member, partitions in members.items():
+        numbers = {p for topic, p in partitions if topic == pipeline.input_topic}
+        for tier in tiers:
+            assert {p for topic, p in partitions if topic == tier} == numbers, (member, tier, sorted(partitions))
+    every = set().union(*members.values())
+    assert every == {(t, p) for t in [pipeline.input_topic, *tiers] for p in range(6)}

@@ -26,9 +26,10 @@ EVENTS = 20_000
 
 
 async def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
-    kafka_bootstrap: str, slow_sandbox: SandboxThread, unique: str, tmp_path: Path
+    kafka_bootstrap: str, slow_sandbox: SandboxThread, unique: str, tmp_path: Path, runtime: str
 ) -> None:
     pipeline = pipeline_under_test(kafka_bootstrap, slow_sandbox.url, unique, tmp_path)
+    pipeline.runtime = runtime
     await pipeline.create_topics(partitions=8)
     orders = sample_orders(EVENTS, customers=2000)
     await pipeline.produce(orders)
@@ -51,9 +52,10 @@ async def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
 
 
 async def test_sigterm_under_load_drains_commits_and_a_restart_redoes_nothing_committed(
-    kafka_bootstrap: str, slow_sandbox: SandboxThread, unique: str, tmp_path: Path
+    kafka_bootstrap: str, slow_sandbox: SandboxThread, unique: str, tmp_path: Path, runtime: str
 ) -> None:
     pipeline = pipeline_under_test(kafka_bootstrap, slow_sandbox.url, unique, tmp_path)
+    pipeline.runtime = runtime
     await pipeline.create_topics(partitions=8)
     orders = sample_orders(EVENTS, customers=2000)
     await pipeline.produce(orders)

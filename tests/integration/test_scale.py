@@ -27,9 +27,10 @@ EVENTS = 30_000
 
 
 async def test_workers_join_and_one_is_killed_mid_stream_without_losing_an_event(
-    kafka_bootstrap: str, slow_sandbox: SandboxThread, unique: str, tmp_path: Path
+    kafka_bootstrap: str, slow_sandbox: SandboxThread, unique: str, tmp_path: Path, runtime: str
 ) -> None:
     pipeline = pipeline_under_test(kafka_bootstrap, slow_sandbox.url, unique, tmp_path)
+    pipeline.runtime = runtime
     await pipeline.create_topics(partitions=8)
     orders = sample_orders(EVENTS, customers=5000)
     await pipeline.produce(orders)

@@ -17,7 +17,7 @@ from connectors.customers import CustomerConnector
 from connectors.errors import PermanentError, TransientError
 from connectors.http import HttpSettings
 from sandbox.server import SandboxConfig, SandboxServer, mtls_context
-from streams.app import bind_pipeline
+from streams.assembly import bind_pipeline
 from streams.failures import FailureKind, classify
 from streams.settings import Settings
 from tests.security.certs import Issued, TestPki

@@ -7,11 +7,13 @@ tests can count requests, fail on purpose and change the latest version.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,7 +33,11 @@ def _schema(*extra: str) -> str:
 
 
 class StandInRegistry:
-    """Answers GET requests from ``routes`` (path → (status, JSON body)) and logs every request."""
+    """Answers GET requests from ``routes`` (path → (status, JSON body)) and logs every request.
+
+    Routes and counts go by the path alone: the client adds query parameters of its own
+    (``?offset=0&limit=-1``, ``?deleted=False``) that name no other resource.
+    """
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, Any]] = {}
@@ -41,7 +47,8 @@ class StandInRegistry:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 registry.requests.append(("GET", self.path, dict(self.headers)))
-                status, body = registry.routes.get(self.path, (404, {"error_code": 40403, "message": "not found"}))
+                status, body = registry.routes.get(urlsplit(self.path).path,
+                                                   (404, {"error_code": 40403, "message": "not found"}))
                 payload = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
@@ -61,7 +68,7 @@ class StandInRegistry:
         return f"http://127.0.0.1:{self._server.server_address[1]}/apis/ccompat/v7"
 
     def count(self, path: str) -> int:
-        return sum(1 for _, p, _ in self.requests if p == "/apis/ccompat/v7" + path)
+        return sum(1 for _, p, _ in self.requests if urlsplit(p).path == "/apis/ccompat/v7" + path)
 
     def serve(self, path: str, status: int, body: Any) -> None:
         self.routes["/apis/ccompat/v7" + path] = (status, body)
@@ -146,6 +153,31 @@ def test_a_registry_server_error_is_transient_and_names_the_registry(stand_in: S
     assert failure.kind is FailureKind.TRANSIENT
     assert (failure.connector, failure.status) == ("schema-registry", 503)
     assert "storage unavailable" in failure.message
+
+
+def test_a_server_error_is_not_retried_by_the_client_the_pipeline_retries_it(stand_in: StandInRegistry) -> None:
+    stand_in.serve("/schemas/ids/5", 503, {"error_code": 50301, "message": "storage unavailable"})
+    registry = ConfluentRegistry(stand_in.url)
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailableError):
+        registry.by_id(5)
+    assert time.monotonic() - started < 0.5  # no blocking back-off on the event loop
+    assert stand_in.count("/schemas/ids/5") == 1
+
+
+def test_a_registry_that_accepts_but_never_answers_times_out_as_transient() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections are accepted by the kernel; nothing ever answers
+    try:
+        registry = ConfluentRegistry(f"http://127.0.0.1:{silent.getsockname()[1]}/apis/ccompat/v7", timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(RegistryUnavailableError, match=r"did not answer GET .*/schemas/ids/1") as caught:
+            registry.by_id(1)
+        assert time.monotonic() - started < 3.0
+        assert classify(caught.value).kind is FailureKind.TRANSIENT
+    finally:
+        silent.close()
 
 
 def test_a_refused_request_is_a_registry_error_with_its_code(stand_in: StandInRegistry) -> None:
