@@ -11,6 +11,7 @@ demo: $(STAMP)
 
 test: $(STAMP) test-tools
 	$(BIN)/ruff check .
+	$(BIN)/mypy --strict streams connectors sandbox pipelines
 	$(BIN)/streams schemas check
 	$(BIN)/pytest
 

@@ -34,10 +34,10 @@ import aiohttp
 
 from connectors.auth import Auth, TlsSettings
 from connectors.errors import CircuitOpenError, ConnectorError, PermanentError, TransientError
+from connectors.instrumentation import instrumentation
 from connectors.resilience.backoff import RetryPolicy
 from connectors.resilience.breaker import CircuitBreaker
 from connectors.resilience.limiter import RateLimit
-from streams.telemetry.tracing import connector_span, inject_http_headers, set_http_status
 
 log = logging.getLogger("connectors.http")
 
@@ -393,16 +393,16 @@ class HttpConnector:
             self.attempts += 1
             started = time.monotonic()
             try:
-                with connector_span(self.name, method, url, route=route, attempt=attempt) as span:
+                with instrumentation().attempt(self.name, method, url, route=route, attempt=attempt) as trace:
                     traced = dict(headers or {})
-                    inject_http_headers(traced)  # the API sees the event's trace as traceparent
+                    trace.inject(traced)  # the API sees the event's trace as traceparent
                     try:
                         response = await self._send_authorized(method, url, query, json_body, traced, budget)
                     except ConnectorError as failed:
                         if failed.status is not None:
-                            set_http_status(span, failed.status)
+                            trace.status(failed.status)
                         raise
-                    set_http_status(span, response.status)
+                    trace.status(response.status)
             except BaseException as exc:
                 seconds = time.monotonic() - started
                 if breaker is not None and permit is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +119,7 @@ def _strings_ok(value: Any) -> bool:
     """Whether ``_bounded_strings`` would pass ``value``, without building field paths."""
     if isinstance(value, str):
         return len(value) <= MAX_TEXT and value.isprintable()
+    items: Iterable[object]
     if isinstance(value, list):
         if len(value) > MAX_ITEMS:
             return False

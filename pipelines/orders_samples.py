@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from typing import Any
+from typing import Any, TypedDict
 
 # Products 1..400 of the sandbox's catalog (sandbox.catalog.product), so that lookups find them.
 _SKUS = [f"SKU-{n * 7919 % 1_000_000:06d}" for n in range(1, 401)]
@@ -13,6 +13,12 @@ _CHANNELS = ("web", "mobile", "store")
 _CURRENCIES = ("EUR", "USD", "GBP", "SEK", "JPY")
 _COUNTRIES = ("DE", "FR", "GB", "NL", "SE", "US", "CA", "JP")
 _COUPONS = ("WELCOME10", "SPRING24", "FREESHIP", "LOYAL5")
+
+
+class _Item(TypedDict):
+    sku: str
+    quantity: int
+    unit_price_cents: int
 
 
 def sample_orders(
@@ -31,7 +37,7 @@ def sample_orders(
     now_ms = int(time.time() * 1000)
     orders = []
     for n in range(count):
-        items = [
+        items: list[_Item] = [
             {"sku": rng.choice(_SKUS), "quantity": rng.randint(1, 5), "unit_price_cents": rng.randint(199, 49_999)}
             for _ in range(rng.randint(1, 4))
         ]

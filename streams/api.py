@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from connectors.auth import ApiKeyAuth, ApiKeySettings, Auth, OAuth2ClientCredentials, OAuth2Settings, TlsSettings
 from connectors.context import current_event_id
 from connectors.errors import CircuitOpenError, ConnectorError, PermanentError, TransientError
-from connectors.http import HttpConnector, HttpSettings
+from connectors.http import HttpConnector, HttpSettings, JsonResponse
 from connectors.resilience.breaker import BreakerSettings, CircuitBreaker
 from connectors.resilience.cache import CacheSettings, ResponseCache, freshness_of
 from connectors.resilience.limiter import RateLimit, RateLimitSettings
@@ -419,7 +419,7 @@ class _BoundApi:
         self.last_get = (path, text_params)
         try:
             if self.cache is None:
-                return (await self.http.get(path, query=query, **text_params)).data
+                return (await self._get(path, query, text_params)).data
             url = self.http.url_for(path, **text_params)
             key = url if not query else url + "?" + "&".join(f"{k}={v}" for k, v in sorted(query.items()))
             result = await self.cache.get_or_load(key, lambda: self._load(path, query, text_params))
@@ -433,19 +433,25 @@ class _BoundApi:
 
     async def _load(self, path: str, query: Mapping[str, str] | None, params: dict[str, str]) -> tuple[Any, Any]:
         assert self.cache_settings is not None
-        response = await self.http.get(path, query=query, **params)
+        response = await self._get(path, query, params)
         return response.data, freshness_of(response.headers, self.cache_settings)
+
+    async def _get(self, path: str, query: Mapping[str, str] | None, params: dict[str, str]) -> JsonResponse:
+        # HttpConnector.get(path, query=query, **params), with the placeholders filled first: a
+        # placeholder named like one of get's keywords (headers) fills the path, not the keyword
+        url = self.http.url_for(path, **params)
+        return await self.http.request("GET", url, query=query, route=path)
 
     async def post(self, path: str, body: Any, query: Mapping[str, str] | None, key: str | None,
                    params: Mapping[str, Any]) -> Any:
         text_params = {k: str(v) for k, v in params.items()}
         try:
-            if query:
-                url = self.http.url_for(path, **text_params)
-                headers = {"Idempotency-Key": key} if key is not None else None
-                return (await self.http.request("POST", url, query=query, json_body=body, headers=headers,
-                                                retry=key is not None, route=path)).data
-            return await self.http.post_json(path, body, idempotency_key=key, **text_params)
+            # HttpConnector.post_json(path, body, idempotency_key=key, **params) when there is no
+            # query; as in _get, placeholders (even one named headers or retry) only fill the path
+            url = self.http.url_for(path, **text_params)
+            headers = {"Idempotency-Key": key} if key is not None else None
+            return (await self.http.request("POST", url, query=query or None, json_body=body, headers=headers,
+                                            retry=key is not None, route=path)).data
         except ConnectorError as exc:
             raise _translated(exc) from exc
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, MutableMapping, MutableSet, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 import faust
-from aiokafka import TopicPartition
-from faust.types import TP, EventT, StreamT
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types import TP, EventT, Message, StreamT
 from mode.supervisors import CrashingSupervisor
 
 from streams.assembly import know_output_fields, observe_api, paused_briefly
@@ -33,16 +33,62 @@ from streams.pipeline import Pipeline
 from streams.security import faust_credentials, kafka_security
 from streams.serde.avro import AvroSerde
 from streams.serde.factory import registry_from_url
-from streams.settings import Settings
+from streams.settings import Settings, pipeline_names
 from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, TelemetryServer
 
 log = logging.getLogger("streams.worker")
+
+Event = EventT[bytes]  # the agent's topics are raw: keys and values are bytes
+T = TypeVar("T")
+
+
+# What the worker reaches inside Faust's aiokafka driver (faust.transport.drivers.aiokafka), which
+# Faust's public ConsumerT, ProducerT and StreamT do not declare. The casts to these Protocols are in
+# _consumer_internals, _producer_internals and the agent's noack().noack_take().
+
+class _ConsumerThread(Protocol):
+    """Faust's AIOKafkaConsumerThread: runs the aiokafka consumer on a loop of its own."""
+
+    async def call_thread(self, fun: Callable[..., Awaitable[T]], *args: object) -> T: ...
+
+    def _ensure_consumer(self) -> AIOKafkaConsumer: ...
+
+
+class _ConsumerInternals(Protocol):
+    """Faust's aiokafka Consumer, past its ConsumerT face."""
+
+    _unacked_messages: MutableSet[Message]
+    _thread: _ConsumerThread
+    _committed_offset: MutableMapping[TP, int | None]
+
+
+class _ProducerInternals(Protocol):
+    """Faust's aiokafka Producer, past its ProducerT face."""
+
+    def _ensure_producer(self) -> AIOKafkaProducer: ...
+
+
+class _ManualAckStream(Protocol):
+    """faust.Stream's manual-ack batching, which StreamT does not declare. noack_take yields the
+    buffered events themselves, not their values as Faust's annotation says."""
+
+    def noack(self) -> _ManualAckStream: ...
+
+    def noack_take(self, max_: int, within: float) -> AsyncIterator[Sequence[Event]]: ...
+
+
+def _consumer_internals(app: faust.App) -> _ConsumerInternals:
+    return cast(_ConsumerInternals, app.consumer)  # the kafka:// transport's consumer (see above)
+
+
+def _producer_internals(app: faust.App) -> _ProducerInternals:
+    return cast(_ProducerInternals, app.producer)  # the kafka:// transport's producer (see above)
 
 
 class PipelineApp(faust.App):
     """A Faust app that lets its engine drain before a rebalance or shutdown proceeds."""
 
-    engine: Engine[EventT] | None = None
+    engine: Engine[Event] | None = None
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -66,7 +112,7 @@ class FaustPort:
         self._fenced_generation: int | None = None
         self._retry_topics = retry_topics  # only their records may carry hop headers (admit_headers)
 
-    def record_of(self, handle: EventT) -> InboundRecord:
+    def record_of(self, handle: Event) -> InboundRecord:
         message = handle.message
         return InboundRecord(
             topic=message.topic,
@@ -79,11 +125,11 @@ class FaustPort:
                                   from_retry_tier=message.topic in self._retry_topics),
         )
 
-    def partition_of(self, handle: EventT) -> Hashable:
+    def partition_of(self, handle: Event) -> Hashable:
         message = handle.message
         return TP(message.topic, message.partition)  # Faust's own type: pause/resume insist on it
 
-    def is_stale(self, handle: EventT) -> bool:
+    def is_stale(self, handle: Event) -> bool:
         # Events Faust hands over between the start of a rebalance and the new assignment still
         # carry the old generation, which is current until the assignment: processing them
         # would put acks beyond the committed offset into the new generation, and Faust commits
@@ -102,13 +148,13 @@ class FaustPort:
             record.topic, record.key, record.value, record.partition, None, record.headers
         )
 
-    async def ack(self, handle: EventT) -> None:
+    async def ack(self, handle: Event) -> None:
         await self._stream.ack(handle)
 
-    def release(self, handle: EventT) -> None:
+    def release(self, handle: Event) -> None:
         # Never acknowledged, so never committed: Faust delivers it again after the rebalance
         # or restart. Faust's drain waits for delivered messages until they are acked or gone.
-        self._app.consumer._unacked_messages.discard(handle.message)
+        _consumer_internals(self._app)._unacked_messages.discard(handle.message)
 
     def assigned(self) -> list[Hashable]:
         """The assigned partitions of the agent's topics (input and retry tiers)."""
@@ -127,17 +173,17 @@ class FaustPort:
 
     def _in_consumer_thread(self, action: Callable[[TopicPartition], Awaitable[None]], partition: Hashable) -> None:
         tp = cast(TP, partition)
-        thread = self._app.consumer._thread
+        thread = _consumer_internals(self._app)._thread
         task = asyncio.ensure_future(thread.call_thread(action, TopicPartition(tp.topic, tp.partition)))
         task.add_done_callback(_log_pause_failure)
 
     async def _pause_fetching(self, tp: TopicPartition) -> None:  # on the consumer thread's loop
-        consumer = self._app.consumer._thread._ensure_consumer()
+        consumer = _consumer_internals(self._app)._thread._ensure_consumer()
         if tp in consumer.assignment():
             consumer.pause(tp)
 
     async def _resume_fetching(self, tp: TopicPartition) -> None:  # on the consumer thread's loop
-        consumer = self._app.consumer._thread._ensure_consumer()
+        consumer = _consumer_internals(self._app)._thread._ensure_consumer()
         if tp in consumer.assignment():
             consumer.resume(tp)
 
@@ -150,9 +196,9 @@ def _log_pause_failure(task: asyncio.Future[None]) -> None:
 def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics | None = None) -> PipelineApp:
     """Build the worker app for one pipeline (``settings`` from ``streams.loader.for_pipeline``,
     its APIs bound by ``bind_pipeline``); ``metrics`` are served on the telemetry port."""
-    assert settings.pipeline and settings.input_topic and settings.output_topic  # for_pipeline sets them
+    names = pipeline_names(settings)
     app = PipelineApp(
-        settings.pipeline,
+        names.pipeline,
         broker=";".join(f"kafka://{server}" for server in settings.bootstrap_list),
         broker_credentials=faust_credentials(settings),  # TLS / SASL per settings (streams.security)
         datadir=str(settings.data_dir),
@@ -171,8 +217,8 @@ def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics 
         key_serializer="raw",
         value_serializer="raw",
     )
-    retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
-    source = app.topic(settings.input_topic, *retry.topics, key_serializer="raw", value_serializer="raw")
+    retry = RetryPolicy(names.pipeline, settings.retry_delay_list)
+    source = app.topic(names.input_topic, *retry.topics, key_serializer="raw", value_serializer="raw")
     serde = AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=pipeline.schemas_dir))
 
     async def enrich(stream: StreamT[bytes]) -> None:
@@ -184,52 +230,56 @@ def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics 
                 if api.connector is not None:
                     observe_api(api.connector, api.response_cache, metrics)
         await pipeline.start()
-        processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(settings.pipeline),
+        processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(names.pipeline),
                                  mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids,
                                  security=kafka_security(settings))
         processor = EventProcessor(
-            pipeline, serde, pipeline_name=settings.pipeline, output_topic=settings.output_topic, retry=retry,
+            pipeline, serde, pipeline_name=names.pipeline, output_topic=names.output_topic, retry=retry,
             processed_ids=processed, strict_key_order=settings.strict_key_order,
             max_record_bytes=settings.max_record_bytes,
         )
-        engine: Engine[EventT] = Engine(
+        engine: Engine[Event] = Engine(
             processor,
-            FaustPort(app, stream, {settings.input_topic, *retry.topics}, frozenset(retry.topics)),
+            FaustPort(app, stream, {names.input_topic, *retry.topics}, frozenset(retry.topics)),
             max_in_flight=settings.max_in_flight,
             max_buffered=settings.max_buffered,
             drain_deadline=settings.drain_deadline,
             processed_ids=processed,
-            pipeline=settings.pipeline,
+            pipeline=names.pipeline,
             metrics=metrics,
             ordered=pipeline.ordered,
         )
         await engine.start()
         app.engine = engine
 
-        total_input = await partition_count(settings.kafka_bootstrap_servers, settings.input_topic,
+        total_input = await partition_count(settings.kafka_bootstrap_servers, names.input_topic,
                                             security=kafka_security(settings))
 
-        async def share_rate_limits(sender: object, assigned: set[TP], **_: object) -> None:
-            total = app.consumer.topic_partitions(settings.input_topic) or total_input
-            owned = sum(1 for tp in assigned if tp.topic == settings.input_topic)
+        async def share_rate_limits(assigned: set[TP]) -> None:
+            total = app.consumer.topic_partitions(names.input_topic) or total_input
+            owned = sum(1 for tp in assigned if tp.topic == names.input_topic)
             if total:
                 pipeline.on_assignment(owned, total)
-                log.info("owning %d of %d partitions of %s", owned, total, settings.input_topic)
+                log.info("owning %d of %d partitions of %s", owned, total, names.input_topic)
 
-        app.on_partitions_assigned.connect(share_rate_limits)
+        async def on_partitions_assigned(sender: object, /, *args: set[TP], **_: object) -> None:
+            await share_rate_limits(*args)  # mode's signal handler; Faust sends (app, assigned, signal=...)
+
+        app.on_partitions_assigned.connect(on_partitions_assigned)
         assignment = app.consumer.assignment()
         if assignment:  # assigned before the agent started
-            await share_rate_limits(app, set(assignment))
+            await share_rate_limits(set(assignment))
         telemetry = await _start_telemetry(app, engine, settings, metrics)
-        log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s", settings.pipeline,
-                 settings.input_topic, settings.output_topic, retry.topics, dlq_topic(settings.pipeline))
+        log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s", names.pipeline,
+                 names.input_topic, names.output_topic, retry.topics, dlq_topic(names.pipeline))
         crashed = False
         try:
             # noack(): Faust must never acknowledge on its own. noack_take restores the stream's
             # ack setting when it ends, and Faust's passive drainer may go on iterating the
             # stream while a crashed worker stops: with acks on, it would ack (and commit)
             # events nobody processed.
-            async for events in stream.noack().noack_take(settings.batch_size, within=settings.batch_linger):
+            manual = cast(_ManualAckStream, stream)  # the agent's stream is a faust.Stream (see _ManualAckStream)
+            async for events in manual.noack().noack_take(settings.batch_size, within=settings.batch_linger):
                 await engine.submit(events)  # noack_take yields the events themselves
         except asyncio.CancelledError:
             crashed = True
@@ -253,12 +303,12 @@ def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics 
 
     # An unexpected error in the agent stops the worker instead of restarting the agent in
     # place: a restarted agent would never see again the events the old one held.
-    app.agent(source, name=f"{settings.pipeline}.enrich", supervisor_strategy=CrashingSupervisor)(enrich)
+    app.agent(source, name=f"{names.pipeline}.enrich", supervisor_strategy=CrashingSupervisor)(enrich)
     return app
 
 
 async def _start_telemetry(
-    app: PipelineApp, engine: Engine[EventT], settings: Settings, metrics: PipelineMetrics | None
+    app: PipelineApp, engine: Engine[Event], settings: Settings, metrics: PipelineMetrics | None
 ) -> TelemetryServer | None:
     """Serve /metrics, /healthz and /readyz; readiness asks the consumer, the broker and the engine."""
     if not settings.telemetry_enabled:
@@ -283,7 +333,7 @@ async def _start_telemetry(
 
 async def _broker_reachable(app: PipelineApp) -> tuple[bool, str]:
     try:
-        client = app.producer._ensure_producer().client
+        client = _producer_internals(app)._ensure_producer().client
         await asyncio.wait_for(client.fetch_all_metadata(), 2.0)
     except Exception as exc:  # noqa: BLE001 - any failure means not reachable; say which
         return False, f"{type(exc).__name__}: {exc}"
@@ -299,6 +349,6 @@ def _consumer_lag(app: PipelineApp) -> dict[tuple[str, int], int]:
             highwater = consumer.highwater(tp)
         except Exception:  # noqa: BLE001 - not fetched yet
             continue
-        committed = consumer._committed_offset.get(tp) or 0
+        committed = _consumer_internals(app)._committed_offset.get(tp) or 0
         lag[(tp.topic, tp.partition)] = max(0, highwater - committed)
     return lag

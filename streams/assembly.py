@@ -14,7 +14,7 @@ from streams.names import dlq_topic, processed_topic
 from streams.pipeline import Pipeline
 from streams.security import kafka_security
 from streams.serde.avro import AvroSerde
-from streams.settings import Settings
+from streams.settings import Settings, pipeline_names
 from streams.telemetry import PipelineMetrics
 
 
@@ -60,16 +60,17 @@ async def prepare_topics(settings: Settings) -> None:
     """Check the input exists; create the retry tiers (as many partitions) and the DLQ."""
     from streams.kafka.clients import ensure_topics, partition_count
 
+    names = pipeline_names(settings)
     security = kafka_security(settings)
-    partitions = await partition_count(settings.kafka_bootstrap_servers, settings.input_topic, security=security)
+    partitions = await partition_count(settings.kafka_bootstrap_servers, names.input_topic, security=security)
     if not partitions:
-        raise RuntimeError(f"input topic {settings.input_topic!r} does not exist on "
+        raise RuntimeError(f"input topic {names.input_topic!r} does not exist on "
                            f"{settings.kafka_bootstrap_servers}; create it first (streams topics)")
-    retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
+    retry = RetryPolicy(names.pipeline, settings.retry_delay_list)
     wanted = {topic: partitions for topic in retry.topics}
-    wanted[dlq_topic(settings.pipeline)] = 1
+    wanted[dlq_topic(names.pipeline)] = 1
     await ensure_topics(settings.kafka_bootstrap_servers, wanted, security=security)
     if settings.dedupe != "off":
         retention_ms = str(int(settings.dedupe_retention_hours * 3600 * 1000))
-        await ensure_topics(settings.kafka_bootstrap_servers, {processed_topic(settings.pipeline): partitions},
+        await ensure_topics(settings.kafka_bootstrap_servers, {processed_topic(names.pipeline): partitions},
                             config={"cleanup.policy": "delete", "retention.ms": retention_ms}, security=security)

@@ -13,7 +13,7 @@ import click
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from streams.settings import Settings, register_settings_secrets
+from streams.settings import Settings, pipeline_names, register_settings_secrets
 
 
 def load_settings() -> Settings:
@@ -100,6 +100,7 @@ def worker(app: str | None, config: str | None) -> None:
     from streams.telemetry import PipelineMetrics, configure_logging, configure_tracing, faust_worker
 
     pipeline, settings = load_pipeline_settings(app, config)
+    names = pipeline_names(settings)
     try:
         bind_pipeline(pipeline, settings)
     except (ValueError, SettingsError) as exc:
@@ -115,9 +116,9 @@ def worker(app: str | None, config: str | None) -> None:
         asyncio.run(prepare_topics(settings))
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    tracer_provider = configure_tracing(settings.trace_exporter, service_name=settings.pipeline,  # type: ignore[arg-type]
+    tracer_provider = configure_tracing(settings.trace_exporter, service_name=names.pipeline,
                                         otlp_endpoint=settings.otlp_endpoint)
-    metrics = PipelineMetrics(settings.pipeline)
+    metrics = PipelineMetrics(names.pipeline)
     if settings.runtime == "aiokafka":
         from streams.kafka.worker import run_worker
 
@@ -168,7 +169,7 @@ def produce(app: str | None, config: str | None, path: Any, count: int | None, s
                                        f"use --file")
         records = pipeline.sample_events(count, seed)
         key_field = key_field or pipeline.sample_key
-    target = topic or settings.input_topic
+    target = topic or pipeline_names(settings).input_topic
     sent = asyncio.run(_produce(settings, target, pipeline.input_subject, records, key_field))
     click.echo(f"produced {sent} events to {target}")
 
@@ -209,7 +210,7 @@ def consume(app: str | None, config: str | None, topic: str | None, limit: int |
     from streams.serde.wire import WireFormatError
 
     _, settings = load_pipeline_settings(app, config)
-    name = topic or settings.output_topic
+    name = topic or pipeline_names(settings).output_topic
     serde = serde_for(settings)
     records = asyncio.run(read_records(settings.kafka_bootstrap_servers, [name], until=limit, idle_timeout=idle,
                                        security=kafka_security_for(settings)))
@@ -282,12 +283,13 @@ def dlq_list(app: str | None, config: str | None, **criteria: Any) -> None:
     from streams.progress import progress
 
     _, settings = load_pipeline_settings(app, config)
+    names = pipeline_names(settings)
     selection, security = _selection(**criteria), kafka_security_for(settings)
 
     async def go() -> int:  # each letter printed as it is read, never the whole DLQ in memory
         listed = 0
         with progress("dlq list: read", unit="letters") as shown:
-            async for letter in iter_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline, selection,
+            async for letter in iter_dead_letters(settings.kafka_bootstrap_servers, names.pipeline, selection,
                                                   security=security, progress=shown):
                 failed = letter.header(Header.FIRST_FAILURE_AT)
                 when = datetime.fromtimestamp(int(failed) / 1000, UTC).isoformat(timespec="seconds") if failed else "?"
@@ -310,7 +312,7 @@ def dlq_show(app: str | None, config: str | None, ref: str) -> None:
     from streams.dlq import DeadLetterFilter, read_dead_letters
 
     _, settings = load_pipeline_settings(app, config)
-    letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
+    letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap_servers, pipeline_names(settings).pipeline,
                                             DeadLetterFilter(refs=frozenset([ref])),
                                             security=kafka_security_for(settings)))
     if not letters:
@@ -337,21 +339,22 @@ def dlq_replay(app: str | None, config: str | None, target: str | None, rate: fl
     from streams.progress import progress
 
     _, settings = load_pipeline_settings(app, config)
+    names = pipeline_names(settings)
     security = kafka_security_for(settings)
 
     async def go() -> Any:
         with progress("dlq replay: read", unit="letters") as shown:
-            letters = await read_dead_letters(settings.kafka_bootstrap_servers, settings.pipeline,
+            letters = await read_dead_letters(settings.kafka_bootstrap_servers, names.pipeline,
                                               _selection(**criteria), security=security, progress=shown)
-        with progress(f"dlq replay to {target or settings.input_topic}", unit="letters") as shown:
-            return await replay(settings.kafka_bootstrap_servers, settings.pipeline, letters,
-                                target=target or settings.input_topic, rate=rate, dry_run=dry_run, security=security,
+        with progress(f"dlq replay to {target or names.input_topic}", unit="letters") as shown:
+            return await replay(settings.kafka_bootstrap_servers, names.pipeline, letters,
+                                target=target or names.input_topic, rate=rate, dry_run=dry_run, security=security,
                                 progress=None if dry_run else shown)
 
     report = asyncio.run(go())
     verb = "would replay" if dry_run else "replayed"
     count = len(report.refs) if dry_run else report.replayed
-    click.echo(f"selected {report.selected}, {verb} {count} to {target or settings.input_topic}, "
+    click.echo(f"selected {report.selected}, {verb} {count} to {target or names.input_topic}, "
                f"skipped {report.skipped} replayed before")
     if dry_run:
         for ref in report.refs:
@@ -517,7 +520,8 @@ def topics(app: str | None, config: str | None, partitions: int) -> None:
     from streams.names import dlq_topic
 
     _, settings = load_pipeline_settings(app, config)
-    wanted = {settings.input_topic: partitions, settings.output_topic: partitions, dlq_topic(settings.pipeline): 1}
+    names = pipeline_names(settings)
+    wanted = {names.input_topic: partitions, names.output_topic: partitions, dlq_topic(names.pipeline): 1}
     asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, wanted, security=kafka_security_for(settings)))
     click.echo("topics ready: " + ", ".join(wanted))
 

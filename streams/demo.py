@@ -22,7 +22,7 @@ from streams.kafka.clients import end_offsets, ensure_topics, producer, read_rec
 from streams.names import Header, dlq_topic
 from streams.serde import AvroSerde
 from streams.serde.factory import registry_from_url
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import REPO_ROOT, Settings, pipeline_names
 from streams.worker_process import WorkerProcess
 
 DEMO_APP = "pipelines.orders:pipeline"  # the demo pipeline, run as any user's pipeline is
@@ -51,10 +51,11 @@ async def run_demo(settings: Settings, count: int) -> int:
 
 
 async def _run(settings: Settings, bootstrap: str, count: int) -> int:
-    dlq = dlq_topic(settings.pipeline)
-    topics = {settings.input_topic: INPUT_PARTITIONS, settings.output_topic: INPUT_PARTITIONS, dlq: 1}
+    names = pipeline_names(settings)
+    dlq = dlq_topic(names.pipeline)
+    topics = {names.input_topic: INPUT_PARTITIONS, names.output_topic: INPUT_PARTITIONS, dlq: 1}
     await ensure_topics(bootstrap, topics)
-    start = {(settings.output_topic, p): o for p, o in (await end_offsets(bootstrap, settings.output_topic)).items()}
+    start = {(names.output_topic, p): o for p, o in (await end_offsets(bootstrap, names.output_topic)).items()}
     start |= {(dlq, p): o for p, o in (await end_offsets(bootstrap, dlq)).items()}
 
     serde = AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=settings.schemas_dir))
@@ -74,20 +75,20 @@ async def _run(settings: Settings, bootstrap: str, count: int) -> int:
                 print("worker did not become ready:\n" + worker.log_tail())
                 return 1
             async with producer(bootstrap) as client:
-                futures = [await client.send(settings.input_topic, serde.encode(ORDER_PLACED, o),
+                futures = [await client.send(names.input_topic, serde.encode(ORDER_PLACED, o),
                                              key=o["customer_id"].encode()) for o in orders]
-                futures += [await client.send(settings.input_topic, raw, key=b"poison") for raw in poison]
+                futures += [await client.send(names.input_topic, raw, key=b"poison") for raw in poison]
                 await asyncio.gather(*futures)
             print(f"produced {count} OrderPlaced events and {len(poison)} undecodable records to "
-                  f"{settings.input_topic}", flush=True)
-            records = await read_records(bootstrap, [settings.output_topic, dlq], start=start,
+                  f"{names.input_topic}", flush=True)
+            records = await read_records(bootstrap, [names.output_topic, dlq], start=start,
                                          until=count + len(poison), idle_timeout=60, deadline=120)
             metrics = await _scrape_worker(log_path)
         elapsed = time.monotonic() - began
 
-    enriched = [r for r in records if r.topic == settings.output_topic]
+    enriched = [r for r in records if r.topic == names.output_topic]
     dead = [r for r in records if r.topic == dlq]
-    print(f"\nenriched records on {settings.output_topic} (first {min(SHOWN, len(enriched))} of {len(enriched)}):")
+    print(f"\nenriched records on {names.output_topic} (first {min(SHOWN, len(enriched))} of {len(enriched)}):")
     for record in enriched[:SHOWN]:
         print("  " + _describe(serde.decode(record.value)))
     print(f"\ndead-lettered on {dlq}:")
@@ -168,7 +169,7 @@ async def _load_catalog(bootstrap: str, api_url: str, topic: str) -> int:
     """Page the sandbox catalog into the products topic (a rerun resumes from its checkpoint)."""
     from connectors.catalog import CatalogConnector
     from connectors.http import HttpSettings
-    from connectors.sources.catalog import CatalogSource, CatalogSourceSettings
+    from streams.sources.catalog import CatalogSource, CatalogSourceSettings
 
     settings = CatalogSourceSettings(bootstrap_servers=bootstrap, topic=topic, checkpoint_topic=f"{topic}.checkpoints")
     async with CatalogConnector(HttpSettings(base_url=api_url)) as catalog:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiolimiter import AsyncLimiter
 
-from streams.kafka.clients import end_offsets, ensure_topics, producer, read_records
+from streams.kafka.clients import end_offsets, ensure_topics, partition_count, producer, read_records
 from streams.names import Header, dlq_topic, replay_ledger_topic
 
 if TYPE_CHECKING:
@@ -107,11 +107,8 @@ async def iter_dead_letters(bootstrap: str, pipeline: str, selection: DeadLetter
                                 **(security or {}))
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        count = await partition_count(bootstrap, topic, security=security)
+        tps = [TopicPartition(topic, p) for p in range(count)]
         if not tps:
             return
         firsts = await consumer.beginning_offsets(tps)

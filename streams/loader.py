@@ -2,6 +2,7 @@
 
     pipeline = load_pipeline(app="pipelines.orders:pipeline")
     settings = for_pipeline(settings, pipeline)    # names and topics: the pipeline's, or overridden
+    names = pipeline_names(settings)               # those three as str (streams.settings)
 
 Every failure is a ``PipelineError`` that names what was asked for and what was found, so
 ``streams`` commands can print it as it is. The current directory is importable, as with

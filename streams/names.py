@@ -1,4 +1,4 @@
-"""Names on the wire: topic names and Kafka header names (DESIGN.md §3).
+"""Names on the wire: topic names and Kafka header names (docs/architecture.md §3).
 
 Every other module asks this one; no topic or header name is spelled anywhere else.
 """

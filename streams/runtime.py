@@ -30,9 +30,15 @@ TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 
 
 class RuntimeSettings(Protocol):
-    event_loop: str
-    gc_gen0_threshold: int
-    kafka_security_protocol: str
+    # read-only: Settings narrows them to Literal choices
+    @property
+    def event_loop(self) -> str: ...
+
+    @property
+    def gc_gen0_threshold(self) -> int: ...
+
+    @property
+    def kafka_security_protocol(self) -> str: ...
 
 
 def tune_runtime(settings: RuntimeSettings) -> str:

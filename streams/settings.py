@@ -6,6 +6,7 @@ except the broker address, which also answers to the conventional ``KAFKA_BOOTST
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
@@ -85,8 +86,8 @@ class Settings(BaseSettings):
     log_level: str = Field(default="info,aiokafka=warning,faust=warning,mode=warning",
                            description="Root level, then logger=level pairs, comma-separated.")
     log_format: str = Field(default="json", pattern="^(json|text)$", description="json lines or text.")
-    trace_exporter: str = Field(default="none", pattern="^(none|console|otlp)$",
-                                description="Where spans go: none (ids still propagate), console, otlp.")
+    trace_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="Where spans go: none (ids still propagate), console, otlp.")
     otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces URL (.../v1/traces).")
     telemetry_enabled: bool = Field(default=True, description="Serve /metrics, /healthz and /readyz.")
     telemetry_host: str = Field(default="127.0.0.1")
@@ -182,6 +183,23 @@ class Settings(BaseSettings):
     @property
     def bootstrap_list(self) -> list[str]:
         return self.kafka_bootstrap_servers.split(",")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineNames:
+    """A pipeline's name (its consumer group) and topics, as ``streams.loader.for_pipeline`` set them."""
+
+    pipeline: str
+    input_topic: str
+    output_topic: str
+
+
+def pipeline_names(settings: Settings) -> PipelineNames:
+    """The name and topics of settings from ``for_pipeline``, where they are always set (in
+    ``Settings`` they are optional: None stands for the pipeline's own)."""
+    if not (settings.pipeline and settings.input_topic and settings.output_topic):
+        raise ValueError("settings without a pipeline name and topics: make them with streams.loader.for_pipeline")
+    return PipelineNames(settings.pipeline, settings.input_topic, settings.output_topic)
 
 
 def register_settings_secrets(settings: BaseSettings) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streams.serde.avro import AvroSerde
 
@@ -99,9 +100,22 @@ class Table:
             self._task = None
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        failing = False
         try:
             while True:
-                self._apply(await consumer.getmany(timeout_ms=1000, max_records=10_000))
+                try:
+                    batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                except KafkaError as exc:  # the brokers are away: keep the rows, try again
+                    if not failing:
+                        log.warning("table %s: cannot read %s (%s: %s); its rows stay as they are until it can",
+                                    self.name, self.topic, type(exc).__name__, exc)
+                    failing = True
+                    await asyncio.sleep(1.0)
+                    continue
+                if failing:
+                    log.info("table %s: reading %s again", self.name, self.topic)
+                    failing = False
+                self._apply(batch)
         finally:
             await consumer.stop()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -60,8 +61,8 @@ class MicroBatcher(Generic[I, R]):
         self._slots = asyncio.Semaphore(self.settings.max_concurrent_batches)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        #: batch calls made so far, with their sizes (for tests and metrics)
-        self.batches_sent: list[int] = []
+        #: the sizes of the last 1,000 batch calls (for tests and metrics), bounded for a long-running worker
+        self.batches_sent: deque[int] = deque(maxlen=1000)
 
     async def submit(self, item: I) -> R:
         """Add ``item`` to the next batch and wait for its own result."""

@@ -19,12 +19,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from connectors.errors import TransientError
 from connectors.results import ConnectorResult, Source, reason_of
 
 K = TypeVar("K", bound=Hashable)
+Lookup = Literal["hit", "miss", "stale"]  # what a lookup found, as lookup observers are told
 V = TypeVar("V")
 
 
@@ -117,17 +118,17 @@ class ResponseCache(Generic[K, V]):
         self._clock = clock
         self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
         self._flights: dict[K, asyncio.Future[V]] = {}
-        self._observers: list[Callable[[str], None]] = []
+        self._observers: list[Callable[[Lookup], None]] = []
         self.hits = 0
         self.loads = 0
         self.stale_served = 0
         self.evictions = 0
 
-    def add_lookup_observer(self, observer: Callable[[str], None]) -> None:
+    def add_lookup_observer(self, observer: Callable[[Lookup], None]) -> None:
         """Call ``observer`` with ``hit``, ``miss`` or ``stale`` after every lookup (for metrics)."""
         self._observers.append(observer)
 
-    def _observe(self, result: str) -> None:
+    def _observe(self, result: Lookup) -> None:
         for observer in self._observers:
             observer(result)
 
@@ -200,11 +201,3 @@ class ResponseCache(Generic[K, V]):
             del self._flights[key]
         if not flight.cancelled():
             flight.exception()  # retrieved here, so a load nobody awaits any more is not reported as lost
-
-    def purge_expired(self) -> int:
-        """Drop entries past their stale window; return how many."""
-        now = self._clock()
-        dead = [key for key, entry in self._entries.items() if now >= entry.stale_until]
-        for key in dead:
-            del self._entries[key]
-        return len(dead)

@@ -9,7 +9,8 @@ so the workers' shares add up to the group's limit. A 429 halves the local rate 
 per ``decrease_cooldown``, since the calls in flight all see the same 429) and holds new calls
 until its ``Retry-After`` has passed; the rate then grows back linearly to the share.
 
-The pacing itself is aiolimiter's leaky bucket; this module only moves its rate.
+The pacing is a small leaky bucket of its own (``_Bucket``), whose rate can move while callers
+wait; aiolimiter's cannot without touching its private state.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from aiolimiter import AsyncLimiter
 
 log = logging.getLogger("connectors.limiter")
 
@@ -55,28 +54,40 @@ class RateLimitSettings:
             raise ValueError("decrease_factor must be between 0 and 1")
 
 
-class _AdjustableLimiter(AsyncLimiter):
-    """aiolimiter's bucket, with a rate that can change while callers wait.
+class _Bucket:
+    """A leaky bucket whose rate may change at any time (the generic cell rate algorithm).
 
-    Touches the private ``_rate_per_sec`` of aiolimiter 1.x (pinned < 2 in pyproject): the
-    level is leaked at the old rate first, so the change applies from now on.
+    Each ``acquire`` reserves the next slot: slots are ``1 / rate`` apart, and a call goes as soon
+    as its slot is at most ``capacity - 1`` slots ahead of now (so an idle bucket lets
+    ``capacity`` calls through at once, then paces). A new rate applies to the
+    slots reserved from then on; a cancelled caller gives its slot back when it was the last one.
+    Owned here rather than borrowed: aiolimiter's bucket has no way to change its rate.
     """
 
-    __slots__ = ()
+    __slots__ = ("_next", "capacity", "rate")
 
-    def set_rate(self, per_second: float, capacity: float) -> None:
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self._next = 0.0  # the theoretical time of the next slot
+
+    def set_rate(self, rate: float, capacity: float) -> None:
+        self.rate, self.capacity = rate, capacity
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        interval = 1.0 / self.rate
+        slot = max(self._next, now)  # this call's theoretical time
+        self._next = slot + interval
+        wait = slot - (self.capacity - 1) * interval - now  # up to capacity slots may go at once
+        if wait <= 0:
+            return
         try:
-            asyncio.get_running_loop()
-            running = True
-        except RuntimeError:
-            running = False
-        if running:
-            self._leak()
-        self.max_rate = capacity
-        self.time_period = capacity / per_second
-        self._rate_per_sec = per_second
-        if running:
-            self._wake_next()
+            await asyncio.sleep(wait)
+        except asyncio.CancelledError:
+            if self._next == slot + interval:  # nobody reserved after us: give the slot back
+                self._next = slot
+            raise
 
 
 class RateLimit:
@@ -104,7 +115,7 @@ class RateLimit:
         self.share = 1.0
         self._ceiling = settings.rate
         self._rate = settings.rate
-        self._bucket = _AdjustableLimiter(self._capacity(self._rate), self._capacity(self._rate) / self._rate)
+        self._bucket = _Bucket(self._rate, self._capacity(self._rate))
         self._hold_until = 0.0
         self._last_decrease = float("-inf")
         self._last_growth = time.monotonic()
@@ -191,7 +202,7 @@ class RateLimit:
 
     def _set_rate(self, rate: float) -> None:
         rate = min(self._ceiling, max(self.settings.min_rate, rate))
-        if rate == self._rate and self._bucket.max_rate == self._capacity(rate):
+        if rate == self._rate and self._bucket.capacity == self._capacity(rate):
             return
         self._rate = rate
         self._bucket.set_rate(rate, self._capacity(rate))

@@ -30,12 +30,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 log = logging.getLogger("streams.dedupe")
 
 MARKER_HEADER = "streams.processed-ids"  # on a batch marker: how many ids its value holds
 MARKER_BATCH = 1000  # most ids in one marker record
 MARKER_LINGER = 0.05  # seconds ids wait to be written together
+RELOAD_AFTER = 5.0  # seconds before a partition whose ids could not be loaded is tried again
 
 
 def marker(ids: list[str]) -> tuple[bytes, list[tuple[str, bytes]]]:
@@ -73,6 +75,8 @@ class ProcessedIds:
         self._max_ids = max_ids
         self._ids: dict[int, OrderedDict[str, None]] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
+        self._retry_at: dict[int, float] = {}  # loop time before which a failed load is not tried again
+        self._failed: set[int] = set()  # partitions whose load failed and was reported
         self.duplicates = 0
 
     @property
@@ -80,13 +84,29 @@ class ProcessedIds:
         return self.mode is not DedupeMode.OFF
 
     async def ensure_loaded(self, partition: int) -> None:
-        """Load a partition's recorded ids once; concurrent callers share one load."""
+        """Load a partition's recorded ids once; concurrent callers share one load.
+
+        Dedupe is best effort: when the brokers cannot be reached the partition's events go on
+        without it (duplicates are not detected) and the load is tried again ``RELOAD_AFTER``
+        seconds later. One warning per partition until it loads.
+        """
         if partition in self._ids:
+            return
+        if asyncio.get_running_loop().time() < self._retry_at.get(partition, 0.0):
             return
         task = self._loading.get(partition)
         if task is None:
             task = self._loading[partition] = asyncio.create_task(self._load(partition))
-        await task
+        try:
+            await asyncio.shield(task)
+        except (KafkaError, OSError) as exc:
+            self._loading.pop(partition, None)
+            self._retry_at[partition] = asyncio.get_running_loop().time() + RELOAD_AFTER
+            if partition not in self._failed:
+                self._failed.add(partition)
+                log.warning("could not load the processed event ids of %s[%d] (%s: %s): its duplicates are not "
+                            "detected until they load; trying again every %.0f s", self.topic, partition,
+                            type(exc).__name__, exc, RELOAD_AFTER)
 
     def seen(self, partition: int, event_id: str) -> bool:
         """True if this event was enriched before; counts it."""
@@ -106,13 +126,14 @@ class ProcessedIds:
         """After a rebalance, partitions are loaded again from the topic when next seen."""
         self._ids.clear()
         self._loading.clear()
+        self._retry_at.clear()
 
     async def _load(self, partition: int) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
                                     auto_offset_reset="earliest", **self._security)
-        await consumer.start()
         ids: OrderedDict[str, None] = OrderedDict()
         try:
+            await consumer.start()
             tp = TopicPartition(self.topic, partition)
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
@@ -130,4 +151,5 @@ class ProcessedIds:
             await consumer.stop()
         ids.update(self._ids.get(partition, {}))
         self._ids[partition] = ids
+        self._failed.discard(partition)
         log.info("loaded %d processed event ids of %s[%d]", len(ids), self.topic, partition)

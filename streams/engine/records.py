@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -54,16 +55,21 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def headers_from_kafka(raw: object) -> dict[str, bytes]:
+# A client's record headers: aiokafka's sequence of pairs, or Faust's pairs or mapping (names as
+# text, or as bytes where a reader kept them so); a value that is not bytes is taken as text.
+RawHeaders = Mapping[str, object] | Mapping[bytes, object] | Iterable[tuple[str | bytes, object]] | None
+
+
+def headers_from_kafka(raw: RawHeaders) -> dict[str, bytes]:
     """Normalize a client's headers (a list of pairs or a mapping) to a dict; last one wins.
 
     A name that is not UTF-8 stays as ``surrogateescape`` text, so that its bytes survive.
     """
     if not raw:
         return {}
-    items = raw.items() if isinstance(raw, dict) else raw
+    items: Iterable[tuple[str | bytes, object]] = raw.items() if isinstance(raw, Mapping) else raw
     result: dict[str, bytes] = {}
-    for name, value in items:  # type: ignore[union-attr]
+    for name, value in items:
         if isinstance(name, bytes):
             name = name.decode("utf-8", errors="surrogateescape")
         result[str(name)] = value if isinstance(value, bytes) else str(value).encode()

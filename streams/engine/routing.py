@@ -1,4 +1,4 @@
-"""Routing: where a processed event goes, and the headers it carries there (DESIGN.md §3).
+"""Routing: where a processed event goes, and the headers it carries there (docs/architecture.md §3).
 
 Successful events go to the output topic; failed ones to the DLQ with the original value
 bytes unchanged and the error headers, so that a replay is exact.

@@ -42,21 +42,29 @@ async def ensure_topics(bootstrap: str, partitions: dict[str, int], config: dict
         await admin.close()
 
 
+async def partition_counts(bootstrap: str, topics: Iterable[str], *,
+                           security: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """How many partitions each topic has, asked of the cluster now; 0 for a topic that does not exist."""
+    wanted = list(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(wanted)
+    finally:
+        await admin.close()
+    found = {entry["topic"]: len(entry["partitions"]) for entry in described if entry.get("error_code", 0) == 0}
+    return {topic: found.get(topic, 0) for topic in wanted}
+
+
 async def partition_count(bootstrap: str, topic: str, *, security: Mapping[str, Any] | None = None) -> int:
     """How many partitions a topic has; 0 when it does not exist."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {}))
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # fresh metadata for a new topic
-        return len(consumer.partitions_for_topic(topic) or ())
-    finally:
-        await consumer.stop()
+    return (await partition_counts(bootstrap, [topic], security=security))[topic]
 
 
 @asynccontextmanager
 async def producer(bootstrap: str, *, security: Mapping[str, Any] | None = None,
                    **config: object) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,  # type: ignore[arg-type]
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                               **{**(security or {}), **config})
     await client.start()
     try:
@@ -70,11 +78,8 @@ async def end_offsets(bootstrap: str, topic: str, *, security: Mapping[str, Any]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {}))
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        count = await partition_count(bootstrap, topic, security=security)
+        tps = [TopicPartition(topic, p) for p in range(count)]
         ends = await consumer.end_offsets(tps)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
@@ -101,13 +106,8 @@ async def read_records(
                                 **(security or {}))
     await consumer.start()
     try:
-        tps: list[TopicPartition] = []
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic) or set()
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+        counts = await partition_counts(bootstrap, topics, security=security)
+        tps = [TopicPartition(topic, p) for topic in topics for p in range(counts[topic])]
         consumer.assign(tps)
         for tp in tps:
             offset = (start or {}).get((tp.topic, tp.partition))

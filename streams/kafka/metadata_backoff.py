@@ -86,7 +86,7 @@ def install() -> None:
     global _original
     if _original is None:
         _original = AIOKafkaClient.force_metadata_update
-        AIOKafkaClient.force_metadata_update = force_metadata_update  # type: ignore[method-assign]
+        AIOKafkaClient.force_metadata_update = force_metadata_update
 
 
 def installed() -> bool:

@@ -171,10 +171,12 @@ class TolerantMemoryRecords:
         self._pos = 0
 
     def size_in_bytes(self) -> int:
-        return self._records.size_in_bytes()
+        size: int = self._records.size_in_bytes()  # aiokafka is untyped
+        return size
 
     def has_next(self) -> bool:
-        return self._records.has_next()
+        more: bool = self._records.has_next()
+        return more
 
     def next_batch(self) -> Any:
         batch = self._records.next_batch()
@@ -190,4 +192,4 @@ class TolerantMemoryRecords:
 
 def install() -> None:
     """Make every aiokafka consumer of this process fetch through ``TolerantMemoryRecords``."""
-    fetcher.MemoryRecords = TolerantMemoryRecords  # type: ignore[misc,assignment]
+    fetcher.MemoryRecords = TolerantMemoryRecords

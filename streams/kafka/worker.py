@@ -51,7 +51,7 @@ from streams.pipeline import Pipeline
 from streams.security import kafka_security
 from streams.serde.avro import AvroSerde
 from streams.serde.factory import registry_from_url
-from streams.settings import Settings
+from streams.settings import Settings, pipeline_names
 from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, TelemetryServer
 from streams.telemetry import logging as telemetry_logging
 
@@ -90,7 +90,8 @@ class AIOKafkaPort:
         )
 
     def partition_of(self, handle: Delivery) -> Hashable:
-        return TopicPartition(handle.record.topic, handle.record.partition)
+        tp: Hashable = TopicPartition(handle.record.topic, handle.record.partition)  # aiokafka is untyped
+        return tp
 
     def is_stale(self, handle: Delivery) -> bool:
         return handle.generation <= self._fenced
@@ -99,8 +100,9 @@ class AIOKafkaPort:
         self._fenced = self.generation
 
     async def send(self, record: OutboundRecord) -> Awaitable[Any]:
-        return await self.producer.send(record.topic, record.value, key=record.key, partition=record.partition,
-                                        headers=record.headers)
+        delivered: Awaitable[Any] = await self.producer.send(  # aiokafka is untyped: the broker's ack to come
+            record.topic, record.value, key=record.key, partition=record.partition, headers=record.headers)
+        return delivered
 
     async def ack(self, handle: Delivery) -> None:
         record = handle.record
@@ -156,14 +158,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class _Worker:
     def __init__(self, settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics | None) -> None:
-        assert settings.pipeline and settings.input_topic and settings.output_topic  # loader.for_pipeline
+        self.names = names = pipeline_names(settings)  # settings from loader.for_pipeline
         self.settings = settings
         self.pipeline = pipeline
         self.metrics = metrics
-        self.retry = RetryPolicy(settings.pipeline, settings.retry_delay_list)
+        self.retry = RetryPolicy(names.pipeline, settings.retry_delay_list)
         security = kafka_security(settings)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.pipeline,
+            bootstrap_servers=settings.kafka_bootstrap_servers, group_id=names.pipeline,
             enable_auto_commit=False, auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=int(settings.session_timeout * 1000),
@@ -172,7 +174,7 @@ class _Worker:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True,
             linger_ms=settings.producer_linger_ms, max_batch_size=settings.producer_batch_bytes, **security)
-        topics = {settings.input_topic, *self.retry.topics}
+        topics = {names.input_topic, *self.retry.topics}
         self.port = AIOKafkaPort(self.consumer, self.producer, topics, frozenset(self.retry.topics))
         self.engine: Engine[Delivery] | None = None
         self.processor: EventProcessor | None = None
@@ -192,12 +194,12 @@ class _Worker:
 
     def assigned(self, assigned: set[TopicPartition]) -> None:
         self.port.generation += 1
-        total = len(self.consumer.partitions_for_topic(self.settings.input_topic) or ())
-        owned = sum(1 for tp in assigned if tp.topic == self.settings.input_topic)
+        total = len(self.consumer.partitions_for_topic(self.names.input_topic) or ())
+        owned = sum(1 for tp in assigned if tp.topic == self.names.input_topic)
         if total:
             self.pipeline.on_assignment(owned, total)
         log.info("owning %d of %d partitions of %s (%d partitions in all, generation %d)", owned, total,
-                 self.settings.input_topic, len(assigned), self.port.generation)
+                 self.names.input_topic, len(assigned), self.port.generation)
 
     async def run(self) -> None:
         settings, pipeline = self.settings, self.pipeline
@@ -212,7 +214,7 @@ class _Worker:
         if self.metrics is not None and telemetry_logging.repeated_errors is not None:
             telemetry_logging.repeated_errors.on_repeat = self.metrics.client_error
         await pipeline.start()
-        processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(settings.pipeline),
+        processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(self.names.pipeline),
                                  mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids,
                                  security=kafka_security(settings))
         self.processor = EventProcessor(
@@ -225,7 +227,7 @@ class _Worker:
             metrics=self.metrics, ordered=pipeline.ordered)
         await self.producer.start()
         await self.consumer.start()
-        self.consumer.subscribe([settings.input_topic, *self.retry.topics], listener=_Rebalance(self))
+        self.consumer.subscribe([self.names.input_topic, *self.retry.topics], listener=_Rebalance(self))
         await engine.start()
         telemetry = await self._start_telemetry()
         committer = asyncio.create_task(self._commit_every(settings.commit_interval), name="commits")

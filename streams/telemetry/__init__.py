@@ -21,7 +21,6 @@ from streams.telemetry.server import (
     Readiness,
     TelemetryServer,
     metrics_handler,
-    paused_for_at_most,
 )
 from streams.telemetry.tracing import (
     TelemetryConfigError,
@@ -63,7 +62,6 @@ __all__ = [
     "inject_http_headers",
     "metrics_handler",
     "parse_level_spec",
-    "paused_for_at_most",
     "produce_span",
     "record_error",
     "redact",

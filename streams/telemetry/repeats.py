@@ -52,7 +52,7 @@ class RepeatedErrors(logging.Filter):
         self._clock = clock
         self._kinds: dict[tuple[str, str], _Kind] = {}
         self._lock = threading.Lock()
-        self._emit: Callable[[logging.LogRecord], None] | None = None
+        self._emit: Callable[[logging.LogRecord], object] | None = None
         self._closed = threading.Event()
         if flush_thread:
             threading.Thread(target=self._flush_forever, name="repeated-errors", daemon=True).start()

@@ -5,7 +5,6 @@
     readiness.add("partitions_assigned", lambda: bool(app.consumer.assignment()))
     readiness.add("broker_reachable", check_broker)                 # may be async
     readiness.add("event_loop", lag.check(max_lag=1.0))
-    readiness.add("not_stuck", paused_for_at_most(engine.paused_since, 120.0))
     async with TelemetryServer("0.0.0.0", 9464, readiness, metrics=metrics) as server:
         ...                                                         # server.port is the bound port
 
@@ -40,7 +39,6 @@ __all__ = [
     "ReadinessProbe",
     "TelemetryServer",
     "metrics_handler",
-    "paused_for_at_most",
 ]
 
 log = logging.getLogger("streams.telemetry")
@@ -94,28 +92,6 @@ class Readiness:
             ok, detail = result
             return {"ok": bool(ok), "detail": redact_value(detail)}
         return {"ok": bool(result)}
-
-
-def paused_for_at_most(
-    paused_since: Callable[[], Mapping[Any, float]],
-    max_seconds: float,
-    clock: Callable[[], float] = time.monotonic,
-) -> DetailedCheck:
-    """A check that fails when a partition has been paused longer than ``max_seconds``.
-
-    ``paused_since`` returns {partition: ``clock()`` time it was paused} for the pauses that
-    count as stuck (an open breaker, not a retry tier waiting for its due time).
-    """
-
-    def check() -> tuple[bool, Any]:
-        now = clock()
-        paused = paused_since()
-        stuck = {str(p): round(now - since, 1) for p, since in paused.items() if now - since > max_seconds}
-        if stuck:
-            return False, {"paused_seconds": stuck, "max_seconds": max_seconds}
-        return True, {"paused": len(paused)}
-
-    return check
 
 
 class LoopLagMonitor:

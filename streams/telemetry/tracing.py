@@ -65,6 +65,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from connectors.instrumentation import set_instrumentation
 from streams.names import Header
 from streams.telemetry.redaction import REDACTED, is_sensitive_key, redact
 
@@ -417,7 +418,8 @@ def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind, contex
         trace_id = provider.id_generator.generate_trace_id()
         random_trace_id = provider.id_generator.is_trace_id_random()
     result = provider.sampler.should_sample(context, trace_id, name, kind)
-    flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
+    sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+    flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
     if random_trace_id:
         flags |= TraceFlags.RANDOM_TRACE_ID
     span = _UnrecordedSpan(SpanContext(trace_id, provider.id_generator.generate_span_id(), is_remote=False,
@@ -618,3 +620,32 @@ def produce_span(
     }
     with _span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes) as span:
         yield span
+
+
+class _SpanTrace:
+    """A connector attempt's client span, as ``connectors.instrumentation.AttemptTrace``."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        inject_http_headers(headers)
+
+    def status(self, code: int) -> None:
+        set_http_status(self._span, code)
+
+
+class ConnectorTracing:
+    """The connectors' instrumentation hook (``connectors.instrumentation``): a client span per
+    HTTP attempt, its context sent to the API as ``traceparent``. Installed when this module loads."""
+
+    @contextlib.contextmanager
+    def attempt(self, connector: str, method: str, url: str, *, route: str | None,
+                attempt: int) -> Iterator[_SpanTrace]:
+        with connector_span(connector, method, url, route=route, attempt=attempt) as span:
+            yield _SpanTrace(span)
+
+
+set_instrumentation(ConnectorTracing())

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from connectors import CustomerConnector, HttpSettings
-from connectors.observe import observe_connector
 from sandbox.server import SandboxConfig, SandboxServer
+from streams.assembly import observe_api
 from streams.telemetry import PipelineMetrics
 from streams.telemetry.testing import parse_metrics
 
@@ -19,7 +19,7 @@ async def test_deprecation_is_logged_once_and_counted_per_answer(caplog: pytest.
     metrics = PipelineMetrics("versioning-test")
     config = SandboxConfig(deprecated={"customers": SUNSET})
     async with SandboxServer(config=config) as api, CustomerConnector(HttpSettings(base_url=api.url)) as customers:
-        observe_connector(customers, metrics)
+        observe_api(customers.http, None, metrics)
         with caplog.at_level(logging.WARNING, logger="connectors"):
             for n in range(3):
                 await customers.get(f"C00000{n}")

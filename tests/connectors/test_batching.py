@@ -33,7 +33,7 @@ async def test_a_batch_with_three_failing_items_routes_exactly_those_three_failu
     batch = BatchSettings(max_size=50, linger=1.0)  # the size, not the linger, sends it
     async with RiskScoreConnector(HttpSettings(base_url=api.url), batch=batch) as risk:
         outcomes = await asyncio.gather(*(risk.score_batched(request(i)) for i in range(50)), return_exceptions=True)
-    assert api.stats.requests["risk_batch"] == 1 and risk.batcher.batches_sent == [50]
+    assert api.stats.requests["risk_batch"] == 1 and list(risk.batcher.batches_sent) == [50]
     failed = {i for i, o in enumerate(outcomes) if isinstance(o, BaseException)}
     assert failed == FAILING
     for i in FAILING:
@@ -52,14 +52,14 @@ async def test_a_partial_batch_goes_out_after_its_linger(api: SandboxServer) -> 
         began = time.monotonic()
         await asyncio.gather(*(risk.score_batched(request(i)) for i in range(3)))
         took = time.monotonic() - began
-    assert risk.batcher.batches_sent == [3]
+    assert list(risk.batcher.batches_sent) == [3]
     assert 0.05 <= took < 0.3, took
 
 
 async def test_more_items_than_a_batch_holds_are_split_by_size(api: SandboxServer) -> None:
     async with RiskScoreConnector(HttpSettings(base_url=api.url), batch=BatchSettings(max_size=50)) as risk:
         await asyncio.gather(*(risk.score_batched(request(i)) for i in range(100, 220)))
-    assert risk.batcher.batches_sent == [50, 50, 20]
+    assert list(risk.batcher.batches_sent) == [50, 50, 20]
 
 
 async def test_when_the_batch_call_fails_every_item_of_it_gets_the_error(api: SandboxServer) -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from connectors.sources.catalog import PRODUCT, ensure_source_topics, read_checkpoint
-from connectors.sources.catalog import CatalogSourceSettings as SourceSettings
 from sandbox.catalog import product
 from sandbox.server import SandboxConfig
 from streams.serde import AvroSerde, EmbeddedRegistry
+from streams.sources.catalog import PRODUCT, ensure_source_topics, read_checkpoint
+from streams.sources.catalog import CatalogSourceSettings as SourceSettings
 from tests.connectors.conftest import SandboxFactory, wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ async def test_a_source_killed_midway_resumes_from_its_checkpoint_and_every_prod
 ) -> None:
     settings = SourceSettings(kafka_bootstrap, f"products-{unique}", f"products-{unique}.checkpoints", f"src-{unique}")
     command = [
-        sys.executable, "-m", "connectors.sources.catalog", "--bootstrap-servers", kafka_bootstrap,
+        sys.executable, "-m", "streams.sources.catalog", "--bootstrap-servers", kafka_bootstrap,
         "--topic", settings.topic, "--checkpoint-topic", settings.checkpoint_topic, "--source-id", settings.source_id,
         "--page-size", str(PAGE), "--partitions", "3",
     ]

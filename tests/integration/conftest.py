@@ -8,7 +8,7 @@ import pytest
 
 from connectors.catalog import CatalogConnector
 from connectors.http import HttpSettings
-from connectors.sources.catalog import CatalogSource, CatalogSourceSettings
+from streams.sources.catalog import CatalogSource, CatalogSourceSettings
 from tests.conftest import SandboxThread
 from tests.integration.harness import PRODUCTS_TOPIC
 

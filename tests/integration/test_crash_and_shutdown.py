@@ -1,4 +1,4 @@
-"""Processing guarantees under SIGKILL and SIGTERM (DESIGN.md §4.1, §4.5), on a real broker."""
+"""Processing guarantees under SIGKILL and SIGTERM (docs/architecture.md §4), on a real broker."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Also reports what a person sizing a deployment wants to know: the output rate with each
 number of workers, the longest pause in the output around each rebalance, and the duplicates
-that the kill caused. Those figures are printed, not asserted (DESIGN.md §10: speed is a
+that the kill caused. Those figures are printed, not asserted (README, Benchmarks: speed is a
 benchmark's business); on this 2-core machine the workers share two cores with the broker,
 so the rate cannot grow with the worker count the way it would on separate hosts.
 """

@@ -1,4 +1,4 @@
-"""Failure classification and the headers routing writes (DESIGN.md §3, §5)."""
+"""Failure classification and the headers routing writes (docs/architecture.md §3, §5)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ from streams.telemetry import (
     Readiness,
     TelemetryServer,
     metrics_handler,
-    paused_for_at_most,
 )
 from streams.telemetry.testing import sample_key, scrape
 
@@ -180,16 +179,6 @@ async def test_a_check_that_hangs_or_raises_fails_with_why() -> None:
     assert reasons["hangs"] == {"ok": False, "detail": "no answer within 0.05 s"}
     assert reasons["raises"]["ok"] is False and "check-key" not in reasons["raises"]["detail"]
     assert reasons["fine"] == {"ok": True}
-
-
-def test_a_partition_paused_too_long_fails_the_stuck_check() -> None:
-    now = [1000.0]
-    paused = {"orders-3": 900.0}
-    check = paused_for_at_most(lambda: paused, 60.0, clock=lambda: now[0])
-
-    assert check() == (False, {"paused_seconds": {"orders-3": 100.0}, "max_seconds": 60.0})
-    paused["orders-3"] = 990.0
-    assert check() == (True, {"paused": 1})
 
 
 async def test_the_loop_lag_monitor_sees_a_blocked_loop() -> None:

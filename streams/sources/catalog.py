@@ -1,6 +1,6 @@
 """The catalog source: pages through the product catalog API into a Kafka topic, resumably.
 
-    python -m connectors.sources.catalog --base-url http://127.0.0.1:8080 \\
+    python -m streams.sources.catalog --base-url http://127.0.0.1:8080 \\
         --topic products --checkpoint-topic products.checkpoints
 
 Each page's products and the cursor of the page after it are written in ONE Kafka transaction:
@@ -33,7 +33,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from connectors.catalog import CatalogConnector, CatalogPage
 from connectors.errors import PermanentError, TransientError
 from connectors.http import HttpSettings
-from streams.kafka.clients import producer
+from streams.kafka.clients import partition_count, producer
 from streams.progress import progress
 from streams.serde import AvroSerde, EmbeddedRegistry
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 PRODUCT = "dev.streams.catalog.Product"
 
-log = logging.getLogger("connectors.sources.catalog")
+log = logging.getLogger("streams.sources.catalog")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +211,8 @@ async def read_checkpoint(bootstrap: str, topic: str, source_id: str, timeout: f
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        count = await partition_count(bootstrap, topic)
+        tps = [TopicPartition(topic, p) for p in range(count)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)  # read_committed: the last stable offsets
@@ -236,7 +233,7 @@ async def read_checkpoint(bootstrap: str, topic: str, source_id: str, timeout: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m connectors.sources.catalog", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m streams.sources.catalog", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     parser.add_argument("--base-url", default=os.environ.get("STREAMS_CATALOG_API_URL", "http://127.0.0.1:8080"))
