@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP, EventT, Message, StreamT
 from mode.supervisors import CrashingSupervisor
 
-from streams.assembly import know_output_fields, observe_api, paused_briefly
+from streams.assembly import know_output_fields, log_stats, observe_api, start_telemetry
 from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.engine import Engine
 from streams.engine.processor import EventProcessor
@@ -34,7 +34,7 @@ from streams.security import faust_credentials, kafka_security
 from streams.serde.avro import AvroSerde
 from streams.serde.factory import registry_from_url
 from streams.settings import Settings, pipeline_names
-from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, TelemetryServer
+from streams.telemetry import PipelineMetrics
 
 log = logging.getLogger("streams.worker")
 
@@ -269,7 +269,9 @@ def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics 
         assignment = app.consumer.assignment()
         if assignment:  # assigned before the agent started
             await share_rate_limits(set(assignment))
-        telemetry = await _start_telemetry(app, engine, settings, metrics)
+        telemetry = await start_telemetry(settings, engine, metrics, assigned=app.consumer.assignment,
+                                          broker_reachable=lambda: _broker_reachable(app),
+                                          lag=lambda: _consumer_lag(app))
         log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s", names.pipeline,
                  names.input_topic, names.output_topic, retry.topics, dlq_topic(names.pipeline))
         crashed = False
@@ -291,11 +293,7 @@ def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics 
             raise
         finally:
             await engine.close(settle_timeout=0 if crashed else settings.drain_deadline)
-            stats = processor.stats
-            log.info("processed %d: enriched %d, filtered %d, retried %d, dead-lettered %d, parked %d, duplicates "
-                     "%d (dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
-                     stats.filtered, stats.retried, stats.dead_lettered, stats.parked, stats.duplicates,
-                     stats.dropped_duplicates, engine.acked, engine.released, engine.peak_in_flight)
+            log_stats(log, processor, engine)
             app.engine = None
             if telemetry is not None:
                 await telemetry.stop()
@@ -305,30 +303,6 @@ def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics 
     # place: a restarted agent would never see again the events the old one held.
     app.agent(source, name=f"{names.pipeline}.enrich", supervisor_strategy=CrashingSupervisor)(enrich)
     return app
-
-
-async def _start_telemetry(
-    app: PipelineApp, engine: Engine[Event], settings: Settings, metrics: PipelineMetrics | None
-) -> TelemetryServer | None:
-    """Serve /metrics, /healthz and /readyz; readiness asks the consumer, the broker and the engine."""
-    if not settings.telemetry_enabled:
-        return None
-    loop_lag = LoopLagMonitor()
-    loop_lag.start()
-    readiness = Readiness(timeout=2.0)
-    readiness.add("partitions_assigned", lambda: (bool(app.consumer.assignment()),
-                                                  f"{len(app.consumer.assignment())} partitions"))
-    readiness.add("broker_reachable", lambda: _broker_reachable(app))
-    readiness.add("event_loop", loop_lag.check(max_lag=2.0))
-    readiness.add("not_paused_for_open_circuit", lambda: paused_briefly(engine, settings.stuck_after))
-    readiness.add("retry_partitions_released", lambda: (not engine.overdue_partitions(30.0),
-                                                        [str(tp) for tp in engine.overdue_partitions(30.0)]))
-    if metrics is not None:
-        metrics.watch(in_flight=lambda: engine.in_flight, retry_held=lambda: engine.held,
-                      lag=lambda: _consumer_lag(app), loop_lag=lambda: loop_lag.lag)
-    server = TelemetryServer(settings.telemetry_host, settings.telemetry_port, readiness, metrics=metrics)
-    await server.start()
-    return server
 
 
 async def _broker_reachable(app: PipelineApp) -> tuple[bool, str]:

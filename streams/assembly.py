@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sized
 from typing import Any
 
 from connectors.http import HttpConnector
 from connectors.resilience.cache import ResponseCache
 from streams.api import ApiSettings
 from streams.engine.engine import Engine
+from streams.engine.processor import EventProcessor
 from streams.engine.retry import RetryPolicy
 from streams.names import dlq_topic, processed_topic
 from streams.pipeline import Pipeline
 from streams.security import kafka_security
 from streams.serde.avro import AvroSerde
 from streams.settings import Settings, pipeline_names
-from streams.telemetry import PipelineMetrics
+from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, TelemetryServer
 
 
 def bind_pipeline(pipeline: Pipeline, settings: Settings) -> None:
@@ -74,3 +77,38 @@ async def prepare_topics(settings: Settings) -> None:
         retention_ms = str(int(settings.dedupe_retention_hours * 3600 * 1000))
         await ensure_topics(settings.kafka_bootstrap_servers, {processed_topic(names.pipeline): partitions},
                             config={"cleanup.policy": "delete", "retention.ms": retention_ms}, security=security)
+
+
+def log_stats(log: logging.Logger, processor: EventProcessor, engine: Engine[Any]) -> None:
+    """The worker's closing line: what it processed and how each event ended."""
+    stats = processor.stats
+    log.info("processed %d: enriched %d, filtered %d, retried %d, dead-lettered %d, parked %d, duplicates "
+             "%d (dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
+             stats.filtered, stats.retried, stats.dead_lettered, stats.parked, stats.duplicates,
+             stats.dropped_duplicates, engine.acked, engine.released, engine.peak_in_flight)
+
+
+async def start_telemetry(
+    settings: Settings, engine: Engine[Any], metrics: PipelineMetrics | None, *,
+    assigned: Callable[[], Sized], broker_reachable: Callable[[], Awaitable[tuple[bool, str]]],
+    lag: Callable[[], dict[tuple[str, int], int]],
+) -> TelemetryServer | None:
+    """Serve /metrics, /healthz and /readyz; readiness asks the consumer (``assigned``), the broker
+    and the engine. Each runtime says how its consumer answers."""
+    if not settings.telemetry_enabled:
+        return None
+    loop_lag = LoopLagMonitor()
+    loop_lag.start()
+    readiness = Readiness(timeout=2.0)
+    readiness.add("partitions_assigned", lambda: (bool(len(assigned())), f"{len(assigned())} partitions"))
+    readiness.add("broker_reachable", broker_reachable)
+    readiness.add("event_loop", loop_lag.check(max_lag=2.0))
+    readiness.add("not_paused_for_open_circuit", lambda: paused_briefly(engine, settings.stuck_after))
+    readiness.add("retry_partitions_released", lambda: (not engine.overdue_partitions(30.0),
+                                                        [str(tp) for tp in engine.overdue_partitions(30.0)]))
+    if metrics is not None:
+        metrics.watch(in_flight=lambda: engine.in_flight, retry_held=lambda: engine.held, lag=lag,
+                      loop_lag=lambda: loop_lag.lag)
+    server = TelemetryServer(settings.telemetry_host, settings.telemetry_port, readiness, metrics=metrics)
+    await server.start()
+    return server

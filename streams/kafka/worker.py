@@ -39,7 +39,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.assembly import know_output_fields, observe_api, paused_briefly
+from streams.assembly import know_output_fields, log_stats, observe_api, start_telemetry
 from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.engine import Engine
 from streams.engine.processor import EventProcessor
@@ -52,7 +52,7 @@ from streams.security import kafka_security
 from streams.serde.avro import AvroSerde
 from streams.serde.factory import registry_from_url
 from streams.settings import Settings, pipeline_names
-from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, TelemetryServer
+from streams.telemetry import PipelineMetrics
 from streams.telemetry import logging as telemetry_logging
 
 log = logging.getLogger("streams.worker")
@@ -229,7 +229,8 @@ class _Worker:
         await self.consumer.start()
         self.consumer.subscribe([self.names.input_topic, *self.retry.topics], listener=_Rebalance(self))
         await engine.start()
-        telemetry = await self._start_telemetry()
+        telemetry = await start_telemetry(settings, engine, self.metrics, assigned=self.consumer.assignment,
+                                          broker_reachable=self._broker_reachable, lag=self._lag)
         committer = asyncio.create_task(self._commit_every(settings.commit_interval), name="commits")
         log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s (runtime aiokafka)", pipeline.name,
                  pipeline.source, pipeline.sink, self.retry.topics, dlq_topic(pipeline.name))
@@ -253,7 +254,8 @@ class _Worker:
             if engine.error is None:
                 with contextlib.suppress(Exception):
                     await self.port.commit()
-            self._log_stats()
+            if self.processor is not None:
+                log_stats(log, self.processor, engine)
             self.engine = None  # leaving the group below revokes nothing of the engine's any more
             if telemetry is not None:
                 await telemetry.stop()
@@ -296,39 +298,6 @@ class _Worker:
                 await self.port.commit()
             except Exception as exc:  # noqa: BLE001 - retried at the next interval; a rebalance commits too
                 log.warning("offset commit failed (retried in %.0f s): %s: %s", interval, type(exc).__name__, exc)
-
-    def _log_stats(self) -> None:
-        engine, processor = self.engine, self.processor
-        if engine is None or processor is None:
-            return
-        stats = processor.stats
-        log.info("processed %d: enriched %d, filtered %d, retried %d, dead-lettered %d, parked %d, duplicates "
-                 "%d (dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
-                 stats.filtered, stats.retried, stats.dead_lettered, stats.parked, stats.duplicates,
-                 stats.dropped_duplicates, engine.acked, engine.released, engine.peak_in_flight)
-
-    async def _start_telemetry(self) -> TelemetryServer | None:
-        """/metrics, /healthz and /readyz; readiness asks the consumer, the broker and the engine."""
-        settings, engine, metrics = self.settings, self.engine, self.metrics
-        assert engine is not None
-        if not settings.telemetry_enabled:
-            return None
-        loop_lag = LoopLagMonitor()
-        loop_lag.start()
-        readiness = Readiness(timeout=2.0)
-        readiness.add("partitions_assigned", lambda: (bool(self.consumer.assignment()),
-                                                      f"{len(self.consumer.assignment())} partitions"))
-        readiness.add("broker_reachable", self._broker_reachable)
-        readiness.add("event_loop", loop_lag.check(max_lag=2.0))
-        readiness.add("not_paused_for_open_circuit", lambda: paused_briefly(engine, settings.stuck_after))
-        readiness.add("retry_partitions_released", lambda: (not engine.overdue_partitions(30.0),
-                                                            [str(tp) for tp in engine.overdue_partitions(30.0)]))
-        if metrics is not None:
-            metrics.watch(in_flight=lambda: engine.in_flight, retry_held=lambda: engine.held,
-                          lag=self._lag, loop_lag=lambda: loop_lag.lag)
-        server = TelemetryServer(settings.telemetry_host, settings.telemetry_port, readiness, metrics=metrics)
-        await server.start()
-        return server
 
     async def _broker_reachable(self) -> tuple[bool, str]:
         try:
