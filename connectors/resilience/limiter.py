@@ -16,6 +16,7 @@ wait; aiolimiter's cannot without touching its private state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -55,39 +56,41 @@ class RateLimitSettings:
 
 
 class _Bucket:
-    """A leaky bucket whose rate may change at any time (the generic cell rate algorithm).
+    """A leaky bucket whose rate may change while callers wait (the generic cell rate algorithm).
 
-    Each ``acquire`` reserves the next slot: slots are ``1 / rate`` apart, and a call goes as soon
-    as its slot is at most ``capacity - 1`` slots ahead of now (so an idle bucket lets
-    ``capacity`` calls through at once, then paces). A new rate applies to the
-    slots reserved from then on; a cancelled caller gives its slot back when it was the last one.
-    Owned here rather than borrowed: aiolimiter's bucket has no way to change its rate.
+    Callers go one at a time, in arrival order: the one at the head takes the next slot, slots
+    being ``1 / rate`` apart, as soon as that slot is at most ``capacity - 1`` slots ahead of now
+    (an idle bucket lets ``capacity`` calls through at once, then paces). A new rate wakes the
+    head at once to work its slot out again, so a recovering rate speeds up the callers already
+    waiting. Owned here rather than borrowed: aiolimiter's bucket has no way to change its rate.
     """
 
-    __slots__ = ("_next", "capacity", "rate")
+    __slots__ = ("_changed", "_next", "_turn", "capacity", "rate")
 
     def __init__(self, rate: float, capacity: float) -> None:
         self.rate = rate
         self.capacity = capacity
         self._next = 0.0  # the theoretical time of the next slot
+        self._turn = asyncio.Lock()  # FIFO: one caller works out its slot at a time
+        self._changed = asyncio.Event()
 
     def set_rate(self, rate: float, capacity: float) -> None:
         self.rate, self.capacity = rate, capacity
+        self._changed.set()
 
     async def acquire(self) -> None:
-        now = time.monotonic()
-        interval = 1.0 / self.rate
-        slot = max(self._next, now)  # this call's theoretical time
-        self._next = slot + interval
-        wait = slot - (self.capacity - 1) * interval - now  # up to capacity slots may go at once
-        if wait <= 0:
-            return
-        try:
-            await asyncio.sleep(wait)
-        except asyncio.CancelledError:
-            if self._next == slot + interval:  # nobody reserved after us: give the slot back
-                self._next = slot
-            raise
+        async with self._turn:
+            while True:
+                now = time.monotonic()
+                interval = 1.0 / self.rate
+                slot = max(self._next, now)
+                wait = slot - (self.capacity - 1) * interval - now
+                if wait <= 0:
+                    self._next = slot + interval
+                    return
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), wait)
 
 
 class RateLimit:
