@@ -330,12 +330,13 @@ def dlq_show(app: str | None, config: str | None, ref: str) -> None:
 @pipeline_options
 @_selection_options
 @click.option("--to", "target", default=None, help="Topic to replay to (default: the input topic).")
-@click.option("--rate", default=100.0, show_default=True, help="Records per second at most.")
-@click.option("--dry-run", is_flag=True, help="Say what would be replayed; produce nothing.")
+@click.option("--rate", default=100.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Records per second at most (any positive number, e.g. 0.5).")
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed; write nothing, create no topic.")
 def dlq_replay(app: str | None, config: str | None, target: str | None, rate: float, dry_run: bool,
                **criteria: Any) -> None:
-    """Produce the matching dead letters again, each at most once across runs."""
-    from streams.dlq import read_dead_letters, replay
+    """Produce the matching dead letters again, each exactly once across runs (even killed ones)."""
+    from streams.dlq import ReplayFencedError, read_dead_letters, replay
     from streams.progress import progress
 
     _, settings = load_pipeline_settings(app, config)
@@ -351,7 +352,10 @@ def dlq_replay(app: str | None, config: str | None, target: str | None, rate: fl
                                 target=target or names.input_topic, rate=rate, dry_run=dry_run, security=security,
                                 progress=None if dry_run else shown)
 
-    report = asyncio.run(go())
+    try:
+        report = asyncio.run(go())
+    except (ReplayFencedError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
     verb = "would replay" if dry_run else "replayed"
     count = len(report.refs) if dry_run else report.replayed
     click.echo(f"selected {report.selected}, {verb} {count} to {target or names.input_topic}, "

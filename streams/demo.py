@@ -3,6 +3,11 @@
 Starts the local broker (unless KAFKA_BOOTSTRAP_SERVERS names one) and the sandbox API,
 produces sample orders plus two undecodable records, runs a worker, prints enriched records
 and the dead-lettered ones, then a summary, and stops what it started.
+
+Kafka security is the worker's (``STREAMS_KAFKA_SECURITY_PROTOCOL``, ``STREAMS_KAFKA_SSL_*``,
+``STREAMS_KAFKA_SASL_*``): the demo's own clients and its catalog source use it, and the worker
+it starts inherits the environment. The local broker speaks PLAINTEXT, so it is started only
+when neither a bootstrap server nor a security protocol is configured.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import re
 import struct
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ from pipelines.orders_samples import sample_orders
 from sandbox.server import SandboxServer
 from streams.kafka.clients import end_offsets, ensure_topics, producer, read_records
 from streams.names import Header, dlq_topic
+from streams.security import kafka_security
 from streams.serde import AvroSerde
 from streams.serde.factory import registry_from_url
 from streams.settings import REPO_ROOT, Settings, pipeline_names
@@ -32,9 +39,14 @@ SHOWN = 5
 
 
 async def run_demo(settings: Settings, count: int) -> int:
+    try:
+        security = kafka_security(settings)
+    except ValueError as exc:  # names the setting, never a secret
+        print(f"demo: {exc}", flush=True)
+        return 2
     started_broker = False
     bootstrap = settings.kafka_bootstrap_servers
-    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and settings.kafka_security_protocol == "PLAINTEXT":
         from streams.kafka.local import local_broker_running, start_local_broker
 
         if not local_broker_running():
@@ -42,7 +54,7 @@ async def run_demo(settings: Settings, count: int) -> int:
             started_broker = True
         bootstrap = start_local_broker()
     try:
-        return await _run(settings, bootstrap, count)
+        return await _run(settings, bootstrap, count, security)
     finally:
         if started_broker:
             from streams.kafka.local import stop_local_broker
@@ -50,20 +62,21 @@ async def run_demo(settings: Settings, count: int) -> int:
             stop_local_broker()
 
 
-async def _run(settings: Settings, bootstrap: str, count: int) -> int:
+async def _run(settings: Settings, bootstrap: str, count: int, security: Mapping[str, Any] | None = None) -> int:
     names = pipeline_names(settings)
     dlq = dlq_topic(names.pipeline)
     topics = {names.input_topic: INPUT_PARTITIONS, names.output_topic: INPUT_PARTITIONS, dlq: 1}
-    await ensure_topics(bootstrap, topics)
-    start = {(names.output_topic, p): o for p, o in (await end_offsets(bootstrap, names.output_topic)).items()}
-    start |= {(dlq, p): o for p, o in (await end_offsets(bootstrap, dlq)).items()}
+    await ensure_topics(bootstrap, topics, security=security)
+    start = {(names.output_topic, p): o
+             for p, o in (await end_offsets(bootstrap, names.output_topic, security=security)).items()}
+    start |= {(dlq, p): o for p, o in (await end_offsets(bootstrap, dlq, security=security)).items()}
 
     serde = AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=settings.schemas_dir))
     orders = sample_orders(count, seed=int(time.time()))
     poison = [b"this is not avro", struct.pack(">bI", 0, 999_999) + b"\x02x"]
     began = time.monotonic()
     async with SandboxServer() as sandbox:
-        products = await _load_catalog(bootstrap, sandbox.url, PRODUCTS_TOPIC)
+        products = await _load_catalog(bootstrap, sandbox.url, PRODUCTS_TOPIC, security)
         print(f"catalog source: {products} products on {PRODUCTS_TOPIC}", flush=True)
         log_path = REPO_ROOT / ".local" / "demo-worker.log"
         log_path.unlink(missing_ok=True)
@@ -74,7 +87,7 @@ async def _run(settings: Settings, bootstrap: str, count: int) -> int:
             if not await _wait_ready(worker, log_path, deadline=60):
                 print("worker did not become ready:\n" + worker.log_tail())
                 return 1
-            async with producer(bootstrap) as client:
+            async with producer(bootstrap, security=security) as client:
                 futures = [await client.send(names.input_topic, serde.encode(ORDER_PLACED, o),
                                              key=o["customer_id"].encode()) for o in orders]
                 futures += [await client.send(names.input_topic, raw, key=b"poison") for raw in poison]
@@ -82,7 +95,8 @@ async def _run(settings: Settings, bootstrap: str, count: int) -> int:
             print(f"produced {count} OrderPlaced events and {len(poison)} undecodable records to "
                   f"{names.input_topic}", flush=True)
             records = await read_records(bootstrap, [names.output_topic, dlq], start=start,
-                                         until=count + len(poison), idle_timeout=60, deadline=120)
+                                         until=count + len(poison), idle_timeout=60, deadline=120,
+                                         security=security)
             metrics = await _scrape_worker(log_path)
         elapsed = time.monotonic() - began
 
@@ -165,13 +179,14 @@ def _percentile(values: list[float], pct: float) -> float:
     return values[min(len(values) - 1, round(pct / 100 * (len(values) - 1)))]
 
 
-async def _load_catalog(bootstrap: str, api_url: str, topic: str) -> int:
+async def _load_catalog(bootstrap: str, api_url: str, topic: str, security: Mapping[str, Any] | None = None) -> int:
     """Page the sandbox catalog into the products topic (a rerun resumes from its checkpoint)."""
     from connectors.catalog import CatalogConnector
     from connectors.http import HttpSettings
     from streams.sources.catalog import CatalogSource, CatalogSourceSettings
 
-    settings = CatalogSourceSettings(bootstrap_servers=bootstrap, topic=topic, checkpoint_topic=f"{topic}.checkpoints")
+    settings = CatalogSourceSettings(bootstrap_servers=bootstrap, topic=topic, checkpoint_topic=f"{topic}.checkpoints",
+                                     security=dict(security or {}))
     async with CatalogConnector(HttpSettings(base_url=api_url)) as catalog:
         return (await CatalogSource(settings, catalog).run()).products
 

@@ -11,23 +11,32 @@ another), with its event id, origin and trace context, the error headers removed
 ``streams.replay-of`` header naming the dead letter. Each replayed dead letter is recorded in
 the compacted topic ``<pipeline>.dlq.replayed``; a later replay skips those, so running the
 same replay twice does not duplicate.
+
+Exactly once, even when a replay is killed: the replayed records and their ledger entries are
+written in ONE Kafka transaction per batch (up to ``_BATCH`` letters or ``_BATCH_SECONDS``),
+by a producer whose transactional id is the pipeline's (``<pipeline>.dlq-replay``). A replay
+that starts fences any earlier one still alive and aborts its open transaction before it reads
+the ledger (read_committed), so a letter is either replayed and recorded, or neither. Readers
+of the target topic must read committed (the aiokafka worker does) to never see an aborted
+batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiolimiter import AsyncLimiter
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
-from streams.kafka.clients import end_offsets, ensure_topics, partition_count, producer, read_records
+from streams.kafka.clients import ensure_topics, partition_count, producer
 from streams.names import Header, dlq_topic, replay_ledger_topic
 
 if TYPE_CHECKING:
@@ -84,6 +93,21 @@ class DeadLetterFilter:
         )
 
 
+async def _existing_partitions(bootstrap: str, topic: str, *, security: Mapping[str, Any] | None = None) -> int:
+    """How many partitions ``topic`` has; 0 if it does not exist, which it does not create.
+
+    Metadata asked for a named topic (``partition_count``) has the broker create it where topics
+    are created automatically; the list of all topics does not.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
+    await admin.start()
+    try:
+        exists = topic in await admin.list_topics()
+    finally:
+        await admin.close()
+    return await partition_count(bootstrap, topic, security=security) if exists else 0
+
+
 async def read_dead_letters(bootstrap: str, pipeline: str, selection: DeadLetterFilter, *,
                             security: Mapping[str, Any] | None = None,
                             progress: Progress | None = None) -> list[DeadLetter]:
@@ -107,7 +131,7 @@ async def iter_dead_letters(bootstrap: str, pipeline: str, selection: DeadLetter
                                 **(security or {}))
     await consumer.start()
     try:
-        count = await partition_count(bootstrap, topic, security=security)
+        count = await _existing_partitions(bootstrap, topic, security=security)
         tps = [TopicPartition(topic, p) for p in range(count)]
         if not tps:
             return
@@ -152,17 +176,54 @@ async def iter_dead_letters(bootstrap: str, pipeline: str, selection: DeadLetter
         await consumer.stop()
 
 
-async def replayed_refs(bootstrap: str, pipeline: str, *, security: Mapping[str, Any] | None = None) -> set[str]:
-    """The dead letters a previous replay already produced."""
+def replay_transactional_id(pipeline: str) -> str:
+    """The transactional id of the pipeline's replays: one at a time, a new one fences the last."""
+    return f"{pipeline}.dlq-replay"
+
+
+async def replayed_refs(bootstrap: str, pipeline: str, *, security: Mapping[str, Any] | None = None,
+                        create: bool = True, idle_timeout: float = 30.0) -> set[str]:
+    """The dead letters a previous replay already produced: the committed entries of the ledger.
+
+    Reads the ledger read_committed up to its last stable offset, so the entries of an aborted
+    (or still open) transaction do not count. ``create=False`` creates no ledger topic (a
+    missing one is empty). Raises TimeoutError if the ledger cannot be read to its end: a
+    partial ledger would replay letters twice.
+    """
     ledger = replay_ledger_topic(pipeline)
-    await ensure_topics(bootstrap, {ledger: 1}, config={"cleanup.policy": "compact"}, security=security)
-    ends = await end_offsets(bootstrap, ledger, security=security)
-    total = sum(ends.values())
-    if not total:
+    if create:
+        await ensure_topics(bootstrap, {ledger: 1}, config={"cleanup.policy": "compact"}, security=security)
+    count = await _existing_partitions(bootstrap, ledger, security=security)
+    if not count:
         return set()
-    records = await read_records(bootstrap, [ledger], until=total, idle_timeout=5.0, deadline=60.0,
-                                 security=security)
-    return {r.key.decode() for r in records if r.key is not None and r.value is not None}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level="read_committed", **(security or {}))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(ledger, p) for p in range(count)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)  # read_committed: the last stable offsets
+        refs: set[str] = set()
+        last = time.monotonic()
+        while remaining := [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            if time.monotonic() - last > idle_timeout:
+                raise TimeoutError(f"replay ledger {ledger}: partitions {[tp.partition for tp in remaining]} "
+                                   f"not read to their end offsets within {idle_timeout:.0f} s")
+            batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=5000)
+            if batch:
+                last = time.monotonic()
+            for records in batch.values():
+                for r in records:
+                    if r.key is None:
+                        continue
+                    if r.value is None:
+                        refs.discard(r.key.decode())  # a tombstone: that letter may be replayed again
+                    else:
+                        refs.add(r.key.decode())
+        return refs
+    finally:
+        await consumer.stop()
 
 
 @dataclass
@@ -173,52 +234,119 @@ class ReplayReport:
     refs: list[str] = field(default_factory=list)
 
 
-_IN_FLIGHT = 256  # replayed letters produced but not acknowledged yet, at most
+class ReplayFencedError(RuntimeError):
+    """Another replay of the same pipeline started: this one's open batch was aborted."""
+
+
+_BATCH = 500  # letters per transaction at most
+_BATCH_SECONDS = 1.0  # a transaction is committed at the latest this long after its first letter
+_TRANSACTION_TIMEOUT_MS = 30_000  # the broker aborts a transaction its replay left open after this
+
+
+class _Pace:
+    """At most ``rate`` letters a second (a leaky bucket: a first burst of ``max(rate, 1)``)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.level = 0.0
+        self.checked = time.monotonic()
+
+    def _leak(self) -> None:
+        now = time.monotonic()
+        self.level = max(0.0, self.level - (now - self.checked) * self.rate)
+        self.checked = now
+
+    def wait(self) -> float:
+        """Seconds until one more letter may go."""
+        self._leak()
+        return max(0.0, (self.level + 1.0 - self.capacity) / self.rate)
+
+    def take(self) -> None:
+        self._leak()
+        self.level += 1.0
 
 
 async def replay(
     bootstrap: str, pipeline: str, letters: list[DeadLetter], *, target: str, rate: float, dry_run: bool = False,
     security: Mapping[str, Any] | None = None, progress: Progress | None = None,
 ) -> ReplayReport:
-    """Produce the selected dead letters to ``target`` at most ``rate`` per second, each once.
+    """Produce the selected dead letters to ``target`` at most ``rate`` per second, each exactly once.
 
-    A letter's ledger entry is produced only once the broker has acknowledged the letter on
-    ``target``; up to ``_IN_FLIGHT`` letters are on their way meanwhile. ``progress`` counts the
-    letters acknowledged (its total: the letters to replay).
+    Each batch of letters and their ledger entries are one transaction (see the module's
+    docstring); ``progress`` counts the letters committed (its total: the letters to replay).
+    ``dry_run`` reads the ledger and writes nothing, not even a topic.
     """
+    if not rate > 0:
+        raise ValueError(f"rate must be positive, got {rate}")
     report = ReplayReport(selected=len(letters))
-    done = await replayed_refs(bootstrap, pipeline, security=security)
-    todo = [letter for letter in letters if letter.ref not in done]
-    report.skipped = len(letters) - len(todo)
-    report.refs = [letter.ref for letter in todo]
-    if dry_run or not todo:
+
+    def plan(done: set[str]) -> list[DeadLetter]:
+        todo = [letter for letter in letters if letter.ref not in done]
+        report.skipped = len(letters) - len(todo)
+        report.refs = [letter.ref for letter in todo]
+        return todo
+
+    if dry_run:
+        plan(await replayed_refs(bootstrap, pipeline, security=security, create=False))
         return report
-    if progress is not None:
-        progress.set_total(len(todo))
-    limiter = AsyncLimiter(max(rate, 1.0), 1.0)
+    if not letters:
+        return report
     source = dlq_topic(pipeline)
     ledger = replay_ledger_topic(pipeline)
-    async with producer(bootstrap, security=security) as client:
-        in_flight: deque[tuple[DeadLetter, asyncio.Future[Any]]] = deque()
-        recorded: list[asyncio.Future[Any]] = []
+    await ensure_topics(bootstrap, {ledger: 1}, config={"cleanup.policy": "compact"}, security=security)
+    async with producer(bootstrap, security=security, transactional_id=replay_transactional_id(pipeline),
+                        transaction_timeout_ms=_TRANSACTION_TIMEOUT_MS) as client:
+        in_transaction = False
+        try:
+            # The first transaction waits for the producer id, which fences an earlier replay and
+            # aborts its open transaction: only then is what the ledger says final.
+            await client.begin_transaction()
+            in_transaction = True
+            todo = plan(await replayed_refs(bootstrap, pipeline, security=security, create=False))
+            if progress is not None and todo:
+                progress.set_total(len(todo))
+            pace = _Pace(rate)
+            batch: list[asyncio.Future[Any]] = []
+            batch_began = 0.0
 
-        async def settle_oldest() -> None:
-            letter, delivered = in_flight.popleft()
-            await delivered  # on the target topic: only now may the ledger say so
-            entry = json.dumps({"target": target, "replayed_at": int(time.time() * 1000)}).encode()
-            recorded.append(await client.send(ledger, entry, key=letter.ref.encode()))
-            report.replayed += 1
-            if progress is not None:
-                progress.advance()
+            async def commit() -> None:
+                nonlocal in_transaction
+                await asyncio.gather(*batch)  # a failed send fails the batch, before it is committed
+                await client.commit_transaction()
+                in_transaction = False
+                report.replayed += len(batch) // 2
+                if progress is not None:
+                    progress.advance(len(batch) // 2)
+                batch.clear()
 
-        for letter in todo:
-            await limiter.acquire()
-            headers = [(name, letter.headers[name].encode()) for name in _KEPT if name in letter.headers]
-            headers.append((Header.REPLAY_OF, f"{source}:{letter.ref}".encode()))
-            in_flight.append((letter, await client.send(target, letter.value, key=letter.key, headers=headers)))
-            if len(in_flight) >= _IN_FLIGHT:
-                await settle_oldest()
-        while in_flight:
-            await settle_oldest()
-        await asyncio.gather(*recorded)
+            for letter in todo:
+                if batch and (len(batch) // 2 >= _BATCH
+                              or time.monotonic() + pace.wait() - batch_began >= _BATCH_SECONDS):
+                    await commit()  # full, or the next letter is due after the batch's time is up
+                while (wait := pace.wait()) > 0:
+                    await asyncio.sleep(wait)
+                pace.take()
+                if not in_transaction:
+                    await client.begin_transaction()
+                    in_transaction = True
+                if not batch:
+                    batch_began = time.monotonic()
+                headers = [(name, letter.headers[name].encode()) for name in _KEPT if name in letter.headers]
+                headers.append((Header.REPLAY_OF, f"{source}:{letter.ref}".encode()))
+                entry = json.dumps({"target": target, "replayed_at": int(time.time() * 1000)}).encode()
+                batch.append(await client.send(target, letter.value, key=letter.key, headers=headers))
+                batch.append(await client.send(ledger, entry, key=letter.ref.encode()))
+            if batch:
+                await commit()
+        except (ProducerFenced, InvalidProducerEpoch) as exc:
+            in_transaction = False  # a fenced producer can abort nothing; the broker did
+            raise ReplayFencedError(
+                f"another replay of {pipeline} started (transactional id {replay_transactional_id(pipeline)}) and "
+                f"fenced this one: its last batch was aborted, {report.replayed} letters were replayed "
+                f"({type(exc).__name__})") from None
+        finally:
+            if in_transaction:  # an empty first transaction, or a batch cut short: none of it counts
+                with contextlib.suppress(Exception):
+                    await client.abort_transaction()
     return report

@@ -49,7 +49,10 @@ async def partition_counts(bootstrap: str, topics: Iterable[str], *,
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
-        described = await admin.describe_topics(wanted)
+        # Describing a missing topic would have a broker with auto-creation create it: ask only for existing ones.
+        existing = set(await admin.list_topics())
+        present = [topic for topic in wanted if topic in existing]
+        described = await admin.describe_topics(present) if present else []
     finally:
         await admin.close()
     found = {entry["topic"]: len(entry["partitions"]) for entry in described if entry.get("error_code", 0) == 0}

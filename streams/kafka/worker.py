@@ -166,7 +166,7 @@ class _Worker:
         security = kafka_security(settings)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers, group_id=names.pipeline,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),

@@ -11,6 +11,11 @@ and a person should be able to read it with any console consumer). A crash anywh
 either both or neither. A restart with the same source id uses the same transactional id,
 which fences a zombie and aborts its open transaction, then reads the last committed cursor and
 goes on from there; readers with ``isolation_level=read_committed`` see each product once.
+
+Kafka security is the worker's: ``STREAMS_KAFKA_SECURITY_PROTOCOL``, the ``STREAMS_KAFKA_SSL_*``
+files and ``STREAMS_KAFKA_SASL_*`` (``streams.settings.Settings``, made into client settings by
+``streams.security.kafka_security``); every client the source makes (admin, transactional
+producer, checkpoint reader) uses them.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +64,7 @@ class CatalogSourceSettings:
         wait this long (or the server's Retry-After) and try again, at most this many times in a row.
     hold_before_commit_page: for crash tests only: after producing this page (1-based) the
         source flushes and then waits forever before committing, so a test can kill it mid-transaction.
+    security: aiokafka kwargs for TLS / SASL (``streams.security.kafka_security``); empty: PLAINTEXT.
     """
 
     bootstrap_servers: str
@@ -68,6 +76,7 @@ class CatalogSourceSettings:
     retry_delay: float = 1.0
     max_page_failures: int = 30
     hold_before_commit_page: int | None = None
+    security: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +114,15 @@ class CatalogSource:
         """Produce every remaining page; return the final checkpoint."""
         s = self.settings
         await ensure_source_topics(s)
-        async with producer(s.bootstrap_servers, transactional_id=f"streams-source.{s.source_id}") as kafka:
+        async with producer(s.bootstrap_servers, security=s.security,
+                            transactional_id=f"streams-source.{s.source_id}") as kafka:
             # The first transaction waits for the producer id, which fences a previous
             # incarnation and aborts its open transaction: only then is the checkpoint final.
             await kafka.begin_transaction()
             in_transaction = True
             try:
-                checkpoint = await read_checkpoint(s.bootstrap_servers, s.checkpoint_topic, s.source_id)
+                checkpoint = await read_checkpoint(s.bootstrap_servers, s.checkpoint_topic, s.source_id,
+                                                   security=s.security)
                 log.info("catalog source %s: resuming at %s", s.source_id, checkpoint)
                 self._show(checkpoint)
                 while not checkpoint.done:
@@ -183,7 +194,7 @@ def product_record(item: dict[str, Any]) -> dict[str, Any]:
 
 async def ensure_source_topics(settings: CatalogSourceSettings) -> None:
     """Create the product topic and the compacted checkpoint topic if missing."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **settings.security)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -204,14 +215,15 @@ async def ensure_source_topics(settings: CatalogSourceSettings) -> None:
         await admin.close()
 
 
-async def read_checkpoint(bootstrap: str, topic: str, source_id: str, timeout: float = 30.0) -> Checkpoint:
+async def read_checkpoint(bootstrap: str, topic: str, source_id: str, timeout: float = 30.0, *,
+                          security: Mapping[str, Any] | None = None) -> Checkpoint:
     """The last committed checkpoint of ``source_id`` (a fresh one if there is none)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", **(security or {})
     )
     await consumer.start()
     try:
-        count = await partition_count(bootstrap, topic)
+        count = await partition_count(bootstrap, topic, security=security)
         tps = [TopicPartition(topic, p) for p in range(count)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -232,6 +244,29 @@ async def read_checkpoint(bootstrap: str, topic: str, source_id: str, timeout: f
         await consumer.stop()
 
 
+def kafka_security_from_environment() -> dict[str, Any]:
+    """The Kafka client settings the worker would use, from its settings in the environment (or .env).
+
+    ValueError naming the bad setting (never its value) when they are invalid or unusable.
+    """
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from streams.security import kafka_security
+    from streams.settings import Settings, register_settings_secrets
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+                             for err in exc.errors(include_input=False))
+        raise ValueError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # a *_FILE secret that cannot be read, or a value and a file both set
+        raise ValueError(f"invalid settings: {exc}") from None
+    register_settings_secrets(settings)
+    return kafka_security(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streams.sources.catalog", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,10 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        security = kafka_security_from_environment()
+    except ValueError as exc:
+        log.error("catalog source %s: %s", args.source_id, exc)
+        return 2
     settings = CatalogSourceSettings(
         bootstrap_servers=args.bootstrap_servers, topic=args.topic, checkpoint_topic=args.checkpoint_topic,
         source_id=args.source_id, page_size=args.page_size, topic_partitions=args.partitions,
-        hold_before_commit_page=args.hold_before_commit_page,
+        hold_before_commit_page=args.hold_before_commit_page, security=security,
     )
 
     async def run() -> Checkpoint:
