@@ -7,7 +7,7 @@ Written as any user writes a pipeline: ``streams worker --app pipelines.orders:p
   consumption instead of failing events.
 - risk (optional, batched unless ``ORDERS_RISK_BATCHING=false``, rate-limited for the whole
   group): a fraud score; while the API fails a neutral score stands in and the record is marked
-  degraded.
+  degraded. Every call carries an ``Idempotency-Key`` and each batch item its event's own key.
 - FX rates (optional, cached per Cache-Control, stale-if-error): the amount in EUR; null and
   degraded when no rate is to be had.
 - the product catalog (a table read from the products topic, which the catalog source fills):
@@ -94,9 +94,15 @@ if WITH_RISK and not RISK_BATCHING:
 elif WITH_RISK:
     @pipeline.step(risk_api, required=False, fallback=NEUTRAL_RISK, batch=Batch(max_size=50, linger=0.01))
     async def risk(order: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
-        """Scores for many orders in one call; each order gets its own score or its own error."""
-        items = [{"id": str(n), "customer_id": o["customer_id"], "amount_cents": o["amount_cents"],
-                  "currency": o["currency"]} for n, o in enumerate(order)]
+        """Scores for many orders in one call; each order gets its own score or its own error.
+
+        Each item carries its event's idempotency key, so an order is scored once whatever batch
+        it is retried or replayed in; the request's Idempotency-Key is the batch's.
+        """
+        keys = risk_api.item_keys("/v1/risk-scores/batch")
+        items = [{"id": str(n), "idempotency_key": key, "customer_id": o["customer_id"],
+                  "amount_cents": o["amount_cents"], "currency": o["currency"]}
+                 for n, (o, key) in enumerate(zip(order, keys, strict=True))]
         answer = await risk_api.post("/v1/risk-scores/batch", {"items": items})
         results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list):

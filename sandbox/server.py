@@ -12,7 +12,9 @@ Run alone with ``python -m sandbox --port 8080``. The APIs, each a fault-injecti
 |              |                                        | ``oauth_clients`` is configured, else open    |
 | ``risk``     | ``POST /v1/risk-scores``               | one score; rate-limited (429 + Retry-After);  |
 |              | ``GET /v1/risk-scores/health``         | honours ``Idempotency-Key``                   |
-| ``risk_batch``| ``POST /v1/risk-scores/batch``        | up to 100 scores, per-item errors             |
+| ``risk_batch``| ``POST /v1/risk-scores/batch``        | up to 100 scores, per-item errors; honours    |
+|              |                                        | a per-item ``idempotency_key`` (else the      |
+|              |                                        | header's key + the item's position)           |
 | ``fx``       | ``GET /v1/fx-rates/{base}``            | rates, ``Cache-Control: max-age``             |
 | ``products`` | ``GET /v1/products?limit=&cursor=``    | catalog pages, ``next_cursor`` + ``Link``     |
 | ``accounts`` | ``GET /v1/accounts/{id}``              | payment account; 404 when the number is       |
@@ -24,6 +26,11 @@ Run alone with ``python -m sandbox --port 8080``. The APIs, each a fault-injecti
 
 Admin (JSON): ``GET /admin/faults``, ``PUT``/``DELETE /admin/faults/{endpoint}``,
 ``DELETE /admin/faults``, ``GET /admin/stats``, ``POST /admin/tokens/revoke``.
+
+A risk score is a state-changing effect, applied once per idempotency key (``sandbox.risk``):
+``stats.risk_scored`` counts the effects, ``stats.risk_effect_keys`` holds each effect's key,
+``stats.idempotent_replays`` the answers given again. With ``require_idempotency_keys`` a POST
+to ``risk`` or ``risk_batch`` without an ``Idempotency-Key`` header is answered 400.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from sandbox.faults import FaultInjector, FaultSpec, error_response, retry_after
 from sandbox.fx import rates_for
 from sandbox.oauth import TokenIssuer, insufficient_scope, unauthorized
 from sandbox.payments import MAX_FRAUD_BATCH, account_exists, account_for, fraud_problem, fraud_score, geo_for, valid_ip
-from sandbox.risk import MAX_BATCH, TokenBucket, risk_score
+from sandbox.risk import MAX_BATCH, ScoreLedger, TokenBucket, fingerprint, item_key_problem, risk_score
 
 CUSTOMERS_SCOPE = "customers:read"
 ENDPOINTS = ("token", "customers", "risk", "risk_batch", "fx", "products", "accounts", "geo", "fraud", "fraud_batch")
@@ -72,6 +79,9 @@ class SandboxConfig:
     seed: seeds the fault draws, for repeatable runs.
     faults: endpoint → fault spec (see ``sandbox.faults``), in force from the start.
     deprecated: endpoint → Sunset date; its answers then announce ``Deprecation`` and ``Sunset``.
+    require_idempotency_keys: the risk POST endpoints (``risk``, ``risk_batch``) answer 400 to a
+        request without an ``Idempotency-Key`` header. Off by default: the connector library's
+        ``RiskScoreConnector`` sends its batch, and its single calls outside an event, without one.
     """
 
     oauth_clients: Mapping[str, str] | None = field(default=None, repr=False)
@@ -87,6 +97,7 @@ class SandboxConfig:
     seed: int | None = None
     faults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     deprecated: Mapping[str, str] = field(default_factory=dict)  # endpoint → Sunset HTTP date
+    require_idempotency_keys: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +124,11 @@ class SandboxStats:
     throttled: int = 0
     idempotent_replays: int = 0
     fraud_scored: int = 0  # payments the fraud API scored; idempotent replays are not scored again
+    risk_scored: int = 0  # orders the risk API scored (single calls and batch items); replays are not
+    # the idempotency key of each risk score given, oldest first (None: a request without a key)
+    risk_effect_keys: deque[str | None] = field(default_factory=lambda: deque(maxlen=100_000))
+    idempotency_conflicts: int = 0  # a risk key used again with a different request (scored anew)
+    missing_idempotency_keys: int = 0  # risk POSTs refused (400) for want of an Idempotency-Key
 
     def of(self, endpoint: str) -> list[RequestRecord]:
         """The recorded requests to one endpoint, oldest first."""
@@ -123,6 +139,8 @@ class SandboxStats:
             "requests": dict(self.requests), "customer_requests": self.customer_requests,
             "tokens_issued": self.tokens_issued, "throttled": self.throttled,
             "idempotent_replays": self.idempotent_replays, "fraud_scored": self.fraud_scored,
+            "risk_scored": self.risk_scored, "idempotency_conflicts": self.idempotency_conflicts,
+            "missing_idempotency_keys": self.missing_idempotency_keys,
         }
 
 
@@ -145,7 +163,7 @@ def build_app(
     app[ISSUER] = issuer
     latency = latency_ms / 1000.0
     risk_limit = TokenBucket(config.risk_rate, config.risk_burst)
-    replays: OrderedDict[str, dict[str, Any]] = OrderedDict()
+    risk_ledger = ScoreLedger()
     # (endpoint, Idempotency-Key) → (fingerprint of the request body, the answer given)
     fraud_replays: OrderedDict[tuple[str, str], tuple[str, dict[str, Any]]] = OrderedDict()
 
@@ -176,6 +194,11 @@ def build_app(
     def risk_gate(request: web.Request) -> web.Response | None:
         if config.risk_api_key is not None and request.headers.get("X-API-Key") != config.risk_api_key:
             return web.json_response({"error": "invalid_api_key"}, status=401)
+        if (config.require_idempotency_keys and request.method == "POST"
+                and not request.headers.get("Idempotency-Key")):
+            stats.missing_idempotency_keys += 1
+            return web.json_response(
+                {"error": "this endpoint changes state: send an Idempotency-Key header"}, status=400)
         wait = risk_limit.take()
         if wait > 0:
             stats.throttled += 1
@@ -201,22 +224,34 @@ def build_app(
             return web.json_response({"error": "customer not found"}, status=404)
         return web.json_response(customer)
 
+    def score_once(endpoint: str, key: str | None, item: Any) -> tuple[dict[str, Any] | None, str | None, bool]:
+        """(answer, None, replayed) or (None, what is wrong, False): the score effect, once per key."""
+        request_fingerprint = fingerprint(item)
+        if key is not None:
+            state, stored = risk_ledger.lookup(endpoint, key, request_fingerprint)
+            if state == "replay" and stored is not None:
+                stats.idempotent_replays += 1
+                return stored, None, True
+            if state == "conflict":
+                stats.idempotency_conflicts += 1
+        answer, problem = risk_score(item)
+        if answer is None:
+            return None, problem, False
+        stats.risk_scored += 1
+        stats.risk_effect_keys.append(key)
+        if key is not None:
+            risk_ledger.remember(endpoint, key, request_fingerprint, answer)
+        return answer, None, False
+
     async def score_one(request: web.Request) -> web.Response:
         refused = risk_gate(request)
         if refused is not None:
             return refused
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and key in replays:
-            stats.idempotent_replays += 1
-            return web.json_response(replays[key], headers={"Idempotent-Replayed": "true"})
-        answer, problem = risk_score(await _json(request))
+        answer, problem, replayed = score_once("risk", request.headers.get("Idempotency-Key") or None,
+                                               await _json(request))
         if answer is None:
             return web.json_response({"error": problem}, status=422)
-        if key is not None:
-            replays[key] = answer
-            while len(replays) > 10_000:
-                replays.popitem(last=False)
-        return web.json_response(answer)
+        return web.json_response(answer, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     async def score_batch(request: web.Request) -> web.Response:
         refused = risk_gate(request)
@@ -228,15 +263,27 @@ def build_app(
             return web.json_response({"error": "items must be a list"}, status=422)
         if len(items) > MAX_BATCH:
             return web.json_response({"error": f"at most {MAX_BATCH} items per batch"}, status=413)
+        request_key = request.headers.get("Idempotency-Key") or None
         results: list[dict[str, Any]] = []
-        for item in items:
+        replays = 0
+        for position, item in enumerate(items):
             item_id = item.get("id") if isinstance(item, dict) else None
-            answer, problem = risk_score(item)
+            if isinstance(item, dict) and "idempotency_key" in item:
+                key: str | None = item["idempotency_key"]
+                problem = item_key_problem(key)
+                if problem is not None:
+                    results.append({"id": item_id, "error": {"status": 422, "message": problem}})
+                    continue
+            else:  # no key of its own: the request's, for this position (a retry of the same request)
+                key = None if request_key is None else f"{request_key}#{position}"
+            answer, problem, replayed = score_once("risk_batch", key, item)
+            replays += replayed
             if answer is None:
                 results.append({"id": item_id, "error": {"status": 422, "message": problem}})
             else:
                 results.append({"id": item_id, **answer})
-        return web.json_response({"results": results})
+        replayed_all = {"Idempotent-Replayed": "true"} if items and replays == len(items) else None
+        return web.json_response({"results": results}, headers=replayed_all)
 
     async def risk_health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -333,16 +333,43 @@ class Api:
                    idempotency_key: str | None = AUTO, **params: Any) -> Any:
         """POST a JSON body and return the JSON answer.
 
-        ``idempotency_key``: by default derived from the event being processed (or, in a batch
-        step, from the batch's events), the same on every retry and replay, so an API that
-        honours ``Idempotency-Key`` applies the effect once; None sends none (and the call is
-        then not retried in-call).
+        ``idempotency_key``: by default derived from the event being processed
+        (``<event-id>:<api>:<path>``) or, in a batch step, from the batch's events
+        (``batch-<digest of the sorted event ids>:<api>:<path>``), the same on every retry and
+        replay, so an API that honours ``Idempotency-Key`` applies the effect once; None sends
+        none (and the call is then not retried in-call). A batch's key only matches a batch of
+        the same events: for an API that takes a key per item, give each item its event's key
+        from ``item_keys``.
         """
         fake = _fake(self.name)
         if fake is not None:
             return await fake.post(path, json, query=query, **params)
         key = _idempotency_key(self.name, path) if idempotency_key == AUTO else idempotency_key
         return await self._client().post(path, json, query, key, params)
+
+    def item_keys(self, path: str) -> list[str]:
+        """One idempotency key per event, for the items of a batch call's body.
+
+        In a batch step: the key of each event of the batch, in the order of the step's lists,
+        ``<event-id>:<api>:<path>`` (the key ``post`` would send for that event alone). An API
+        that applies each item's effect once per item key then does so whatever batch the
+        event is retried or replayed in, which a key for the whole batch cannot:
+
+            @pipeline.step(risk_api, batch=Batch(max_size=50))
+            async def risk(order):
+                keys = risk_api.item_keys("/v1/risk-scores/batch")
+                items = [{"idempotency_key": k, **o} for k, o in zip(keys, order, strict=True)]
+                return (await risk_api.post("/v1/risk-scores/batch", {"items": items}))["results"]
+
+        In a step of one event: a list of that event's key. RuntimeError outside a step (no
+        event to derive a key from).
+        """
+        event_id = current_event_id.get()
+        ids = (event_id,) if event_id is not None else batch_event_ids.get()
+        if not ids or not all(ids):
+            raise RuntimeError(f"API {self.name!r}: item_keys() is for a pipeline step: "
+                               f"there is no event being processed to derive keys from")
+        return [_event_key(event, self.name, path) for event in ids]
 
     # -- lifecycle (the worker's) ------------------------------------------------------------
 
@@ -461,10 +488,14 @@ def _fake(name: str) -> FakeApi | None:
     return None if current is None else current.get(name)
 
 
+def _event_key(event_id: str, api: str, path: str) -> str:
+    return f"{event_id}:{api}:{path}"
+
+
 def _idempotency_key(api: str, path: str) -> str | None:
     event_id = current_event_id.get()
     if event_id is not None:
-        return f"{event_id}:{api}:{path}"
+        return _event_key(event_id, api, path)
     ids = batch_event_ids.get()
     if ids and all(ids):
         digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
