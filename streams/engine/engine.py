@@ -211,7 +211,7 @@ class Engine(Generic[H]):
                 self._settle(job, *self._tracker.complete(job.tracked))
                 return
             if span.is_recording():
-                set_event_outcome(span, _outcome(outbound), error_kind=_header(outbound, Header.ERROR_KIND),
+                set_event_outcome(span, _outcome(outbound), error_kind=outbound.error_kind,
                                   event_id=outbound.event_id)
             with produce_span(outbound.topic, pipeline=self._pipeline, partition=outbound.partition,
                               event_id=outbound.event_id):
@@ -267,9 +267,9 @@ class Engine(Generic[H]):
         """Counted when the broker has the record, so the counters match the topics."""
         assert self._metrics is not None
         if outbound.failed:
-            self._metrics.event_dead_lettered(_header(outbound, Header.ERROR_KIND) or "parked")
+            self._metrics.event_dead_lettered(outbound.error_kind or "parked")
         elif outbound.retry:
-            self._metrics.event_retried(_header(outbound, Header.ERROR_KIND) or "parked", outbound.topic)
+            self._metrics.event_retried(outbound.error_kind or "parked", outbound.topic)
         else:
             self._metrics.event_out(outbound.topic)
 
@@ -430,13 +430,6 @@ class Engine(Generic[H]):
 
 def _outcome(outbound: OutboundRecord) -> str:
     return "dead_lettered" if outbound.failed else "retried" if outbound.retry else "enriched"
-
-
-def _header(outbound: OutboundRecord, name: str) -> str | None:
-    for key, value in outbound.headers:
-        if key == name:
-            return value.decode("utf-8", "replace")
-    return None
 
 
 def _log_marker_failure(task: asyncio.Future[Any]) -> None:

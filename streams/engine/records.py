@@ -45,6 +45,12 @@ class OutboundRecord:
     failed: bool = False  # bound for the DLQ
     retry: bool = False  # bound for a retry tier
     partition: int | None = None  # None: the producer's partitioner decides by key
+    error_kind: str | None = None  # why it is not an output: transient, permanent, poison; None when parked
+
+    @property
+    def destination(self) -> str:
+        """Where the event goes: ``output``, ``retry`` or ``dlq``."""
+        return "dlq" if self.failed else "retry" if self.retry else "output"
 
 
 def _is_utf8(name: str) -> bool:

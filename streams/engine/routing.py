@@ -151,7 +151,8 @@ def route_failure(
     """The dead-letter record: original key and value bytes, plus why it failed."""
     now_ms = now_ms if now_ms is not None else int(time() * 1000)
     headers = _common_headers(record, event_id) + _error_headers(record, failure, now_ms)
-    return OutboundRecord(dlq_topic(pipeline), record.key, record.value, headers, event_id, failed=True)
+    return OutboundRecord(dlq_topic(pipeline), record.key, record.value, headers, event_id, failed=True,
+                          error_kind=failure.kind.value)
 
 
 def route_parked(record: InboundRecord, tier: RetryTier, behind: str, event_id: str,
@@ -183,4 +184,4 @@ def route_retry(
     headers.append((Header.NOT_BEFORE, str(now_ms + int(tier.delay * 1000)).encode()))
     headers += _error_headers(record, failure, now_ms)
     return OutboundRecord(tier.topic, record.key, record.value, headers, event_id, retry=True,
-                          partition=origin_partition(record))
+                          partition=origin_partition(record), error_kind=failure.kind.value)
