@@ -19,9 +19,6 @@ from streams.engine.retry import RetryTier
 from streams.failures import Failure
 from streams.names import Header, dlq_topic
 
-# Headers that travel with an event from its input record to every record made from it.
-_CARRIED = (Header.TRACEPARENT, Header.TRACESTATE)
-
 # Headers the pipeline writes on its hops; on records from any other topic they are dropped.
 HOP_HEADERS = frozenset({
     Header.ATTEMPT, Header.NOT_BEFORE, Header.ORIGIN_TOPIC, Header.ORIGIN_PARTITION, Header.ORIGIN_OFFSET,
