@@ -26,11 +26,13 @@ import enum
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+
+from streams.engine.records import OutboundRecord
 
 log = logging.getLogger("streams.dedupe")
 
@@ -153,3 +155,58 @@ class ProcessedIds:
         self._ids[partition] = ids
         self._failed.discard(partition)
         log.info("loaded %d processed event ids of %s[%d]", len(ids), self.topic, partition)
+
+
+class ProcessedMarkers:
+    """The processed ids of enriched events, written to the processed-ids topic in batches: one
+    record per input partition every ``MARKER_LINGER`` seconds or ``MARKER_BATCH`` ids (best
+    effort; a crash loses at most the last batch, see the module docstring).
+
+        markers = ProcessedMarkers(processed_ids, send)
+        markers.record(partition, event_id)     # remembered now, written with the next batch
+        await markers.close(timeout)            # what is pending goes out
+    """
+
+    def __init__(self, processed: ProcessedIds, send: Callable[[OutboundRecord], Awaitable[Any]]) -> None:
+        self._processed = processed
+        self._send = send
+        self._pending: dict[int, list[str]] = {}  # ids to write, by input partition
+        self._timer: asyncio.TimerHandle | None = None
+        self._sends: set[asyncio.Future[Any]] = set()
+
+    def record(self, partition: int, event_id: str) -> None:
+        """Remember the id locally now, and in the topic with the next batch of its partition."""
+        self._processed.remember(partition, event_id)
+        ids = self._pending.setdefault(partition, [])
+        ids.append(event_id)
+        if len(ids) >= MARKER_BATCH:
+            self.flush(partition)
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(MARKER_LINGER, self.flush)
+
+    def flush(self, only: int | None = None) -> None:
+        """Produce the pending ids: one record per input partition (or only ``only``'s)."""
+        if only is None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for partition in [only] if only is not None else list(self._pending):
+            ids = self._pending.pop(partition, None)
+            if not ids:
+                continue
+            value, headers = marker(ids)
+            record = OutboundRecord(self._processed.topic, None, value, headers, ids[0], partition=partition)
+            task = asyncio.ensure_future(self._send(record))
+            task.add_done_callback(_log_marker_failure)
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    async def close(self, timeout: float) -> None:
+        """Write what is pending and wait up to ``timeout`` seconds for the sends."""
+        self.flush()
+        if self._sends:
+            await asyncio.wait(list(self._sends), timeout=timeout)
+
+
+def _log_marker_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not record a processed event id: %s", task.exception())

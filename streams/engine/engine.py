@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
-from streams.engine.dedupe import MARKER_BATCH, MARKER_LINGER, ProcessedIds, marker
+from streams.engine.dedupe import ProcessedIds, ProcessedMarkers
 from streams.engine.delays import DelayGate
 from streams.engine.offsets import OffsetTracker, Tracked
+from streams.engine.pausing import BreakerPauses
 from streams.engine.processor import BreakerOpen, EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord
 from streams.engine.routing import origin_partition
@@ -117,17 +118,14 @@ class Engine(Generic[H]):
         self._unsettled: set[_Job[H]] = set()
         self._drain_deadline = drain_deadline
         self._drain_task: asyncio.Task[None] | None = None
-        self._breaker_waits: dict[object, asyncio.Future[None]] = {}
-        self.breaker_paused_since: float | None = None  # loop time consumption paused for a breaker
+        self._breaker_pauses = BreakerPauses(port, held=lambda: self._gate.paused_partitions)
         self.generation = 0
         self._stopping = False  # a shutdown drain began: every event delivered from now on is released
         self.error: BaseException | None = None
         self._feeder: asyncio.Task[Any] | None = None
         self.acked = 0
         self.released = 0
-        self._markers: dict[int, list[str]] = {}  # processed ids to write, by input partition
-        self._marker_timer: asyncio.TimerHandle | None = None
-        self._marker_sends: set[asyncio.Future[Any]] = set()
+        self._markers = ProcessedMarkers(self._processed, port.send) if self._processed is not None else None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -205,7 +203,7 @@ class Engine(Generic[H]):
                     outbound = await self.processor.process(record)
                     break
                 except BreakerOpen as blocked:
-                    await self._wait_for_breaker(blocked)
+                    await self._breaker_pauses.wait(blocked)
             if outbound is None:  # a duplicate dropped, or filtered by the pipeline: nothing to produce
                 set_event_outcome(span, "dropped")
                 self._settle(job, *self._tracker.complete(job.tracked))
@@ -224,30 +222,10 @@ class Engine(Generic[H]):
         future = asyncio.ensure_future(delivery)
         future.add_done_callback(partial(self._delivered, job, outbound))
 
-    async def _wait_for_breaker(self, blocked: BreakerOpen) -> None:
-        """Pause consumption until the breaker closes (its own probes close it), then resume."""
-        waiting = self._breaker_waits.get(blocked.breaker)
-        if waiting is None:
-            held = set(self._gate.paused_partitions)
-            paused = [tp for tp in self._port.assigned() if tp not in held]
-            for tp in paused:
-                self._port.pause(tp)
-            loop = asyncio.get_running_loop()
-            self.breaker_paused_since = loop.time()
-            log.warning("circuit of connector %s is open: paused %d partitions until it closes",
-                        blocked.connector, len(paused))
-
-            async def resume_when_closed() -> None:
-                await blocked.breaker.wait_until_closed()  # type: ignore[attr-defined]
-                for tp in paused:
-                    self._port.resume(tp)
-                log.info("circuit of connector %s closed after %.1f s: resumed %d partitions",
-                         blocked.connector, loop.time() - (self.breaker_paused_since or loop.time()), len(paused))
-                self.breaker_paused_since = None
-                del self._breaker_waits[blocked.breaker]
-
-            waiting = self._breaker_waits[blocked.breaker] = asyncio.ensure_future(resume_when_closed())
-        await asyncio.shield(waiting)
+    @property
+    def breaker_paused_since(self) -> float | None:
+        """Loop time consumption paused for an open circuit, None while consuming."""
+        return self._breaker_pauses.paused_since
 
     def _delivered(self, job: _Job[H], outbound: OutboundRecord, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
@@ -260,8 +238,8 @@ class Engine(Generic[H]):
         self._settle(job, *self._tracker.complete(job.tracked))
         if self._metrics is not None:
             self._count_delivered(outbound)
-        if self._processed is not None and not (outbound.failed or outbound.retry):
-            self._record_processed(job.record, outbound)
+        if self._markers is not None and not (outbound.failed or outbound.retry):
+            self._markers.record(origin_partition(job.record), outbound.event_id)
 
     def _count_delivered(self, outbound: OutboundRecord) -> None:
         """Counted when the broker has the record, so the counters match the topics."""
@@ -272,36 +250,6 @@ class Engine(Generic[H]):
             self._metrics.event_retried(outbound.error_kind or "parked", outbound.topic)
         else:
             self._metrics.event_out(outbound.topic)
-
-    def _record_processed(self, record: InboundRecord, outbound: OutboundRecord) -> None:
-        """Remember the event id, locally now and in the processed-ids topic with the next batch
-        (best effort; see ``streams.engine.dedupe`` for the batches and their window)."""
-        assert self._processed is not None
-        partition = origin_partition(record)
-        self._processed.remember(partition, outbound.event_id)
-        ids = self._markers.setdefault(partition, [])
-        ids.append(outbound.event_id)
-        if len(ids) >= MARKER_BATCH:
-            self._write_markers(partition)
-        elif self._marker_timer is None:
-            self._marker_timer = asyncio.get_running_loop().call_later(MARKER_LINGER, self._write_markers)
-
-    def _write_markers(self, only: int | None = None) -> None:
-        """Produce the pending processed ids: one record per input partition (or only ``only``'s)."""
-        assert self._processed is not None
-        if only is None and self._marker_timer is not None:
-            self._marker_timer.cancel()
-            self._marker_timer = None
-        for partition in [only] if only is not None else list(self._markers):
-            ids = self._markers.pop(partition, None)
-            if not ids:
-                continue
-            value, headers = marker(ids)
-            record = OutboundRecord(self._processed.topic, None, value, headers, ids[0], partition=partition)
-            task = asyncio.ensure_future(self._port.send(record))
-            task.add_done_callback(_log_marker_failure)
-            self._marker_sends.add(task)
-            task.add_done_callback(self._marker_sends.discard)
 
     def _fail(self, exc: BaseException, outbound: OutboundRecord) -> None:
         if self.error is None:
@@ -412,10 +360,8 @@ class Engine(Generic[H]):
         self.generation += 1
         for job in self._scheduler.drop_queued() + self._gate.drop_all() + list(self._unsettled):
             self._abandon(job)
-        if self._processed is not None:
-            self._write_markers()  # what is pending goes out before the producer stops (best effort)
-            if self._marker_sends:
-                await asyncio.wait(list(self._marker_sends), timeout=max(1.0, settle_timeout))
+        if self._markers is not None:  # what is pending goes out before the producer stops (best effort)
+            await self._markers.close(timeout=max(1.0, settle_timeout))
         await self.stop()
 
     async def wait_settled(self, timeout: float) -> bool:
@@ -430,11 +376,6 @@ class Engine(Generic[H]):
 
 def _outcome(outbound: OutboundRecord) -> str:
     return "dead_lettered" if outbound.failed else "retried" if outbound.retry else "enriched"
-
-
-def _log_marker_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("could not record a processed event id: %s", task.exception())
 
 
 def _lane(record: InboundRecord) -> Hashable:
