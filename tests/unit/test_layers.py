@@ -47,3 +47,11 @@ def test_the_runtimes_kafka_code_touches_no_private_attribute_of_a_library() -> 
 def test_the_private_attribute_check_finds_one() -> None:
     assert _private_uses("await consumer._client.force_metadata_update()") == ["consumer._client"]
     assert _private_uses("self._topics = topics") == []
+
+
+def test_user_pipelines_import_only_the_public_api_of_streams() -> None:
+    files = [*(REPO / "pipelines").glob("*.py"), *(REPO / "examples").rglob("*.py")]
+    offenders = {str(path.relative_to(REPO)): sorted(n for n in _imports(path) if n.startswith("streams."))
+                 for path in files}
+    assert {path: names for path, names in offenders.items() if names} == {}
+    assert "streams" in _imports(REPO / "pipelines" / "orders.py")
