@@ -6,7 +6,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
+import aiohttp
 import pytest
 
 from sandbox.server import SandboxConfig, SandboxServer
@@ -64,3 +66,23 @@ async def wait_for(condition: Callable[[], bool | Awaitable[bool]], deadline: fl
         if time.monotonic() > give_up:
             raise AssertionError(f"not true after {deadline} s: {what or condition}")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client, for talking to the sandbox as a test (not a connector) would."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    """GET ``url``: the status and the JSON body."""
+    async with session.get(url) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: Any,
+               headers: dict[str, str] | None = None) -> tuple[int, Any, str | None]:
+    """POST a JSON body: the status, the JSON answer and the ``Idempotent-Replayed`` header."""
+    async with session.post(url, json=body, headers=headers) as response:
+        return response.status, await response.json(content_type=None), response.headers.get("Idempotent-Replayed")

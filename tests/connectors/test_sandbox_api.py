@@ -9,26 +9,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
-import pytest
 
 from connectors import CatalogConnector, HttpSettings
 from sandbox.server import SandboxConfig, SandboxServer
-from tests.connectors.conftest import SandboxFactory, wait_for
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
-    async with session.get(url) as response:
-        return response.status, await response.json(content_type=None)
+from tests.connectors.conftest import SandboxFactory, get, wait_for
 
 
 async def test_faults_change_at_runtime_through_the_admin_endpoint(

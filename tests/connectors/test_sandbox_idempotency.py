@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -34,12 +33,6 @@ def score_of(item: dict[str, Any]) -> dict[str, Any]:
     answer, problem = risk_score(item)
     assert answer is not None, problem
     return answer
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: Any,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -10,25 +9,7 @@ import pytest
 
 from sandbox.payments import account_exists, account_for, fraud_score, geo_for
 from sandbox.server import SandboxConfig, SandboxServer
-from tests.connectors.conftest import SandboxFactory
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
-    async with session.get(url) as response:
-        return response.status, await response.json(content_type=None)
-
-
-async def post(
-    session: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str] | None = None
-) -> tuple[int, Any, str | None]:
-    async with session.post(url, json=body, headers=headers) as response:
-        return response.status, await response.json(content_type=None), response.headers.get("Idempotent-Replayed")
+from tests.connectors.conftest import SandboxFactory, get, post
 
 
 def payment(n: int, **changes: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from aiokafka import ConsumerRecord
 
 from pipelines.orders import ORDER_PLACED
 from streams.kafka.clients import ensure_topics, producer, read_records
-from streams.names import dlq_topic
+from streams.names import Header, dlq_topic
 from streams.serde import AvroSerde, EmbeddedRegistry
 from streams.worker_process import WorkerProcess
 
@@ -210,3 +210,26 @@ def telemetry_url(worker: WorkerProcess) -> str:
     found = re.findall(r"telemetry server on (http://127\.0\.0\.1:\d+)", worker.log_path.read_text(errors="replace"))
     assert found, "the worker has not started its telemetry server"
     return found[-1]
+
+
+async def fill_dlq(bootstrap: str, pipeline: str, input_topic: str, letters: int, partitions: int = 4) -> None:
+    """``letters`` poison dead letters spread over the DLQ's ``partitions``, with the headers the
+    worker writes (origin ``input_topic``), and the input topic to replay them to."""
+    await ensure_topics(bootstrap, {dlq_topic(pipeline): partitions, input_topic: partitions})
+    failed_at = str(int(time.time() * 1000))
+    async with producer(bootstrap) as client:
+        futures = []
+        for n in range(letters):
+            headers = [
+                (Header.EVENT_ID, f"evt-{n}".encode()),
+                (Header.ORIGIN_TOPIC, input_topic.encode()),
+                (Header.ORIGIN_PARTITION, str(n % partitions).encode()),
+                (Header.ORIGIN_OFFSET, str(n // partitions).encode()),
+                (Header.ERROR_KIND, b"poison"),
+                (Header.ERROR_CLASS, b"WireFormatError"),
+                (Header.ERROR_MESSAGE, b"not in the Confluent wire format (magic byte 0x7b)"),
+                (Header.FIRST_FAILURE_AT, failed_at.encode()),
+            ]
+            futures.append(await client.send(dlq_topic(pipeline), b'{"not": "avro"} ' + str(n).encode(),
+                                             key=f"key-{n}".encode(), headers=headers, partition=n % partitions))
+        await asyncio.gather(*futures)

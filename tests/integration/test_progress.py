@@ -18,43 +18,21 @@ import struct
 import subprocess
 import sys
 import termios
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from streams.dlq import DeadLetterFilter, iter_dead_letters
-from streams.kafka.clients import ensure_topics, producer, read_records
+from streams.kafka.clients import read_records
 from streams.names import Header, dlq_topic
 from streams.progress import progress
+from tests.integration.harness import fill_dlq
 
 pytestmark = pytest.mark.integration
 
 LETTERS = 5_000
 PARTITIONS = 4
-
-
-async def _fill_dlq(bootstrap: str, pipeline: str, input_topic: str) -> None:
-    """LETTERS dead letters, spread over the DLQ's partitions, as the worker would have written them."""
-    await ensure_topics(bootstrap, {dlq_topic(pipeline): PARTITIONS, input_topic: PARTITIONS})
-    failed_at = str(int(time.time() * 1000))
-    async with producer(bootstrap) as client:
-        futures = []
-        for n in range(LETTERS):
-            headers = [
-                (Header.EVENT_ID, f"evt-{n}".encode()),
-                (Header.ORIGIN_TOPIC, input_topic.encode()),
-                (Header.ORIGIN_PARTITION, str(n % PARTITIONS).encode()),
-                (Header.ORIGIN_OFFSET, str(n // PARTITIONS).encode()),
-                (Header.ERROR_KIND, b"poison"),
-                (Header.ERROR_CLASS, b"WireFormatError"),
-                (Header.ERROR_MESSAGE, b"not in the Confluent wire format (magic byte 0x7b)"),
-                (Header.FIRST_FAILURE_AT, failed_at.encode()),
-            ]
-            futures.append(await client.send(dlq_topic(pipeline), b'{"not": "avro"} ' + str(n).encode(),
-                                             key=f"key-{n}".encode(), headers=headers, partition=n % PARTITIONS))
-        await asyncio.gather(*futures)
 
 
 def _cli_env(bootstrap: str, pipeline: str, input_topic: str) -> dict[str, str]:
@@ -107,7 +85,7 @@ async def test_dlq_replay_in_a_terminal_redraws_a_bar_and_replays_each_letter_on
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     pipeline, input_topic = f"progress-tty-{unique}", f"progress-tty-{unique}.in"
-    await _fill_dlq(kafka_bootstrap, pipeline, input_topic)
+    await fill_dlq(kafka_bootstrap, pipeline, input_topic, LETTERS, PARTITIONS)
 
     code, output = await asyncio.to_thread(_run_in_a_terminal, _cli_env(kafka_bootstrap, pipeline, input_topic),
                                            tmp_path)
@@ -127,7 +105,7 @@ async def test_dlq_replay_in_a_pipe_prints_plain_lines_with_counts_and_replays_e
     kafka_bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     pipeline, input_topic = f"progress-pipe-{unique}", f"progress-pipe-{unique}.in"
-    await _fill_dlq(kafka_bootstrap, pipeline, input_topic)
+    await fill_dlq(kafka_bootstrap, pipeline, input_topic, LETTERS, PARTITIONS)
 
     done = await asyncio.to_thread(subprocess.run, _REPLAY, env=_cli_env(kafka_bootstrap, pipeline, input_topic),
                                    cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -159,7 +137,7 @@ async def test_dead_letters_are_handed_out_as_they_are_read_not_after_the_whole_
     kafka_bootstrap: str, unique: str
 ) -> None:
     pipeline, input_topic = f"progress-list-{unique}", f"progress-list-{unique}.in"
-    await _fill_dlq(kafka_bootstrap, pipeline, input_topic)
+    await fill_dlq(kafka_bootstrap, pipeline, input_topic, LETTERS, PARTITIONS)
     read_when_handed: list[int] = []
     with progress("dlq list: read", unit="letters", stream=io.StringIO()) as shown:
         async for _ in iter_dead_letters(kafka_bootstrap, pipeline, DeadLetterFilter(kind="poison"), progress=shown):

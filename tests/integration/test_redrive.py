@@ -23,35 +23,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.kafka.clients import end_offsets, ensure_topics, producer
+from streams.kafka.clients import end_offsets
 from streams.names import Header, dlq_topic, replay_ledger_topic
+from tests.integration.harness import fill_dlq
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 _REPLAY = [sys.executable, "-m", "streams", "dlq", "replay"]
-
-
-async def _fill_dlq(bootstrap: str, pipeline: str, input_topic: str, letters: int) -> None:
-    """``letters`` dead letters over the DLQ's partitions, as the worker would have written them."""
-    await ensure_topics(bootstrap, {dlq_topic(pipeline): PARTITIONS, input_topic: PARTITIONS})
-    failed_at = str(int(time.time() * 1000))
-    async with producer(bootstrap) as client:
-        futures = []
-        for n in range(letters):
-            headers = [
-                (Header.EVENT_ID, f"evt-{n}".encode()),
-                (Header.ORIGIN_TOPIC, input_topic.encode()),
-                (Header.ORIGIN_PARTITION, str(n % PARTITIONS).encode()),
-                (Header.ORIGIN_OFFSET, str(n // PARTITIONS).encode()),
-                (Header.ERROR_KIND, b"poison"),
-                (Header.ERROR_CLASS, b"WireFormatError"),
-                (Header.ERROR_MESSAGE, b"not in the Confluent wire format (magic byte 0x7b)"),
-                (Header.FIRST_FAILURE_AT, failed_at.encode()),
-            ]
-            futures.append(await client.send(dlq_topic(pipeline), f"value-{n}".encode(), key=f"key-{n}".encode(),
-                                             headers=headers, partition=n % PARTITIONS))
-        await asyncio.gather(*futures)
 
 
 def _env(bootstrap: str, pipeline: str, input_topic: str) -> dict[str, str]:
@@ -91,7 +70,7 @@ async def test_a_replay_killed_five_times_at_random_points_replays_each_letter_e
 ) -> None:
     letters = 4_000
     pipeline, input_topic = f"redrive-{unique}", f"redrive-{unique}.in"
-    await _fill_dlq(kafka_bootstrap, pipeline, input_topic, letters)
+    await fill_dlq(kafka_bootstrap, pipeline, input_topic, letters)
     env = _env(kafka_bootstrap, pipeline, input_topic)
     command = [*_REPLAY, "--rate", "500"]  # a replay from scratch takes about 7 s after its start-up
     chance = random.Random(unique)
@@ -152,7 +131,7 @@ def _topics(bootstrap: str) -> set[str]:
 async def test_a_dry_run_writes_nothing_and_creates_no_topic(kafka_bootstrap: str, unique: str,
                                                            tmp_path: Path) -> None:
     pipeline, input_topic = f"redrive-dry-{unique}", f"redrive-dry-{unique}.in"
-    await _fill_dlq(kafka_bootstrap, pipeline, input_topic, 5)
+    await fill_dlq(kafka_bootstrap, pipeline, input_topic, 5)
     before = await asyncio.to_thread(_topics, kafka_bootstrap)
     assert replay_ledger_topic(pipeline) not in before
 
@@ -170,7 +149,7 @@ async def test_a_dry_run_writes_nothing_and_creates_no_topic(kafka_bootstrap: st
 
 async def test_a_rate_below_one_a_second_is_honoured(kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
     pipeline, input_topic = f"redrive-slow-{unique}", f"redrive-slow-{unique}.in"
-    await _fill_dlq(kafka_bootstrap, pipeline, input_topic, 3)
+    await fill_dlq(kafka_bootstrap, pipeline, input_topic, 3)
     env = _env(kafka_bootstrap, pipeline, input_topic)
 
     began = time.monotonic()
