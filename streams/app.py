@@ -20,19 +20,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP, EventT, Message, StreamT
 from mode.supervisors import CrashingSupervisor
 
-from streams.assembly import know_output_fields, log_stats, observe_api, start_telemetry
-from streams.engine.dedupe import DedupeMode, ProcessedIds
+from streams.assembly import log_stats, start_processing, start_telemetry
 from streams.engine.engine import Engine
-from streams.engine.processor import EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord, headers_from_kafka
 from streams.engine.retry import RetryPolicy
 from streams.engine.routing import admit_headers
 from streams.kafka.clients import partition_count
-from streams.names import dlq_topic, processed_topic
+from streams.names import dlq_topic
 from streams.pipeline import Pipeline
 from streams.security import faust_credentials, kafka_security
-from streams.serde.avro import AvroSerde
-from streams.serde.factory import registry_from_url
 from streams.settings import Settings, pipeline_names
 from streams.telemetry import PipelineMetrics
 
@@ -219,37 +215,9 @@ def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics 
     )
     retry = RetryPolicy(names.pipeline, settings.retry_delay_list)
     source = app.topic(names.input_topic, *retry.topics, key_serializer="raw", value_serializer="raw")
-    serde = AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=pipeline.schemas_dir))
-
     async def enrich(stream: StreamT[bytes]) -> None:
-        know_output_fields(pipeline, serde)
-        for table in pipeline.tables.values():
-            table.bind(settings.kafka_bootstrap_servers, serde, kafka_security(settings))
-        if metrics is not None:
-            for api in pipeline.apis:
-                if api.connector is not None:
-                    observe_api(api.connector, api.response_cache, metrics)
-        await pipeline.start()
-        processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(names.pipeline),
-                                 mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids,
-                                 security=kafka_security(settings))
-        processor = EventProcessor(
-            pipeline, serde, pipeline_name=names.pipeline, output_topic=names.output_topic, retry=retry,
-            processed_ids=processed, strict_key_order=settings.strict_key_order,
-            max_record_bytes=settings.max_record_bytes,
-        )
-        engine: Engine[Event] = Engine(
-            processor,
-            FaustPort(app, stream, {names.input_topic, *retry.topics}, frozenset(retry.topics)),
-            max_in_flight=settings.max_in_flight,
-            max_buffered=settings.max_buffered,
-            drain_deadline=settings.drain_deadline,
-            processed_ids=processed,
-            pipeline=names.pipeline,
-            metrics=metrics,
-            ordered=pipeline.ordered,
-        )
-        await engine.start()
+        port = FaustPort(app, stream, {names.input_topic, *retry.topics}, frozenset(retry.topics))
+        engine, processor = await start_processing(settings, pipeline, retry, port, metrics)
         app.engine = engine
 
         total_input = await partition_count(settings.kafka_bootstrap_servers, names.input_topic,

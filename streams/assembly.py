@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sized
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.http import HttpConnector
 from connectors.resilience.cache import ResponseCache
 from streams.api import ApiSettings
-from streams.engine.engine import Engine
+from streams.engine.dedupe import DedupeMode, ProcessedIds
+from streams.engine.engine import Engine, KafkaPort
 from streams.engine.processor import EventProcessor
 from streams.engine.retry import RetryPolicy
 from streams.names import dlq_topic, processed_topic
 from streams.pipeline import Pipeline
 from streams.security import kafka_security
 from streams.serde.avro import AvroSerde
+from streams.serde.factory import registry_from_url
 from streams.settings import Settings, pipeline_names
 from streams.telemetry import LoopLagMonitor, PipelineMetrics, Readiness, TelemetryServer
+from streams.telemetry import logging as telemetry_logging
 
 
 def bind_pipeline(pipeline: Pipeline, settings: Settings) -> None:
@@ -112,3 +115,37 @@ async def start_telemetry(
     server = TelemetryServer(settings.telemetry_host, settings.telemetry_port, readiness, metrics=metrics)
     await server.start()
     return server
+
+
+H = TypeVar("H")
+
+
+async def start_processing(settings: Settings, pipeline: Pipeline, retry: RetryPolicy, port: KafkaPort[H],
+                           metrics: PipelineMetrics | None) -> tuple[Engine[H], EventProcessor]:
+    """Everything between a runtime's consumer and producer, started: the pipeline (its output
+    fields, tables, API metrics; its APIs and tables started), the processor and the engine on
+    ``port``. Client errors the logging filter counts go to ``metrics``."""
+    serde = AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=pipeline.schemas_dir))
+    know_output_fields(pipeline, serde)
+    security = kafka_security(settings)
+    for table in pipeline.tables.values():
+        table.bind(settings.kafka_bootstrap_servers, serde, security)
+    if metrics is not None:
+        for api in pipeline.apis:
+            if api.connector is not None:
+                observe_api(api.connector, api.response_cache, metrics)
+        if telemetry_logging.repeated_errors is not None:
+            telemetry_logging.repeated_errors.on_repeat = metrics.client_error
+    await pipeline.start()
+    processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(pipeline.name),
+                             mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids, security=security)
+    processor = EventProcessor(
+        pipeline, serde, pipeline_name=pipeline.name, output_topic=pipeline.sink, retry=retry,
+        processed_ids=processed, strict_key_order=settings.strict_key_order,
+        max_record_bytes=settings.max_record_bytes)
+    engine: Engine[H] = Engine(
+        processor, port, max_in_flight=settings.max_in_flight, max_buffered=settings.max_buffered,
+        drain_deadline=settings.drain_deadline, processed_ids=processed, pipeline=pipeline.name,
+        metrics=metrics, ordered=pipeline.ordered)
+    await engine.start()
+    return engine, processor

@@ -141,7 +141,6 @@ class Pipeline:
         self._output_params: tuple[str, ...] = ()
         self._levels: list[list[Step]] | None = None
         self._output_fields: frozenset[str] = frozenset()
-        self._started = False
         self.sample_events: Callable[[int, int], list[dict[str, Any]]] | None = None
         self.sample_key: str | None = None
 
@@ -283,7 +282,6 @@ class Pipeline:
                 step.batcher = MicroBatcher(step.name, _batch_sender(step), BatchSettings(
                     max_size=step.batch.max_size, linger=step.batch.linger,
                     max_concurrent_batches=step.batch.max_concurrent))
-        self._started = True
 
     async def close(self) -> None:
         for step in self.steps.values():
@@ -294,7 +292,6 @@ class Pipeline:
             await table.close()
         for api in self.apis:
             await api.close()
-        self._started = False
 
     def on_assignment(self, owned_partitions: int, total_partitions: int) -> None:
         """The worker owns this many of the input's partitions: each API's rate share follows."""

@@ -39,21 +39,17 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.assembly import know_output_fields, log_stats, observe_api, start_telemetry
-from streams.engine.dedupe import DedupeMode, ProcessedIds
+from streams.assembly import log_stats, start_processing, start_telemetry
 from streams.engine.engine import Engine
 from streams.engine.processor import EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord, headers_from_kafka
 from streams.engine.retry import RetryPolicy
 from streams.engine.routing import admit_headers
-from streams.names import dlq_topic, processed_topic
+from streams.names import dlq_topic
 from streams.pipeline import Pipeline
 from streams.security import kafka_security
-from streams.serde.avro import AvroSerde
-from streams.serde.factory import registry_from_url
 from streams.settings import Settings, pipeline_names
 from streams.telemetry import PipelineMetrics
-from streams.telemetry import logging as telemetry_logging
 
 log = logging.getLogger("streams.worker")
 
@@ -115,15 +111,13 @@ class AIOKafkaPort:
     def assigned(self) -> list[Hashable]:
         return [tp for tp in self.consumer.assignment() if tp.topic in self._topics]
 
-    def pause(self, partition: Hashable) -> None:
-        tp = partition if isinstance(partition, TopicPartition) else TopicPartition(*partition)  # type: ignore[misc]
-        if tp in self.consumer.assignment():
-            self.consumer.pause(tp)
+    def pause(self, partition: Hashable) -> None:  # partition_of's and assigned()'s TopicPartitions
+        if partition in self.consumer.assignment():  # it may have gone in a rebalance meanwhile
+            self.consumer.pause(partition)
 
     def resume(self, partition: Hashable) -> None:
-        tp = partition if isinstance(partition, TopicPartition) else TopicPartition(*partition)  # type: ignore[misc]
-        if tp in self.consumer.assignment():
-            self.consumer.resume(tp)
+        if partition in self.consumer.assignment():
+            self.consumer.resume(partition)
 
     async def commit(self, partitions: set[TopicPartition] | None = None) -> None:
         """Commit the acknowledged prefix of ``partitions`` (default: every assigned one) that is
@@ -203,32 +197,11 @@ class _Worker:
 
     async def run(self) -> None:
         settings, pipeline = self.settings, self.pipeline
-        serde = AvroSerde(registry_from_url(settings.schema_registry_url, schemas_dir=pipeline.schemas_dir))
-        know_output_fields(pipeline, serde)
-        for table in pipeline.tables.values():
-            table.bind(settings.kafka_bootstrap_servers, serde, kafka_security(settings))
-        if self.metrics is not None:
-            for api in pipeline.apis:
-                if api.connector is not None:
-                    observe_api(api.connector, api.response_cache, self.metrics)
-        if self.metrics is not None and telemetry_logging.repeated_errors is not None:
-            telemetry_logging.repeated_errors.on_repeat = self.metrics.client_error
-        await pipeline.start()
-        processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(self.names.pipeline),
-                                 mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids,
-                                 security=kafka_security(settings))
-        self.processor = EventProcessor(
-            pipeline, serde, pipeline_name=pipeline.name, output_topic=pipeline.sink, retry=self.retry,
-            processed_ids=processed, strict_key_order=settings.strict_key_order,
-            max_record_bytes=settings.max_record_bytes)
-        engine = self.engine = Engine(
-            self.processor, self.port, max_in_flight=settings.max_in_flight, max_buffered=settings.max_buffered,
-            drain_deadline=settings.drain_deadline, processed_ids=processed, pipeline=pipeline.name,
-            metrics=self.metrics, ordered=pipeline.ordered)
+        self.engine, self.processor = await start_processing(settings, pipeline, self.retry, self.port, self.metrics)
+        engine = self.engine
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([self.names.input_topic, *self.retry.topics], listener=_Rebalance(self))
-        await engine.start()
         telemetry = await start_telemetry(settings, engine, self.metrics, assigned=self.consumer.assignment,
                                           broker_reachable=self._broker_reachable, lag=self._lag)
         committer = asyncio.create_task(self._commit_every(settings.commit_interval), name="commits")
