@@ -205,6 +205,7 @@ def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics 
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=settings.producer_batch_bytes,
         producer_acks=-1,
+        producer_request_timeout=settings.producer_timeout,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
         stream_wait_empty=True,
         web_enabled=settings.web_enabled,

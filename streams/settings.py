@@ -68,6 +68,10 @@ class Settings(BaseSettings):
                                 "(every event waits up to this long before it starts; bench/PROFILE.md).")
     producer_linger_ms: int = Field(default=5, ge=0, description="Producer linger, milliseconds.")
     producer_batch_bytes: int = Field(default=256 * 1024, ge=1024, description="Producer batch size, bytes.")
+    producer_timeout: float = Field(
+        default=1200.0, gt=0, description="Seconds a produced record may wait for the broker (no leader, broker "
+        "down) before the send fails and the worker stops (docs/broker-outages.md): a broker outage shorter than "
+        "this is waited out.")
     runtime: Literal["aiokafka", "faust"] = Field(
         default="aiokafka", description="The worker's Kafka runtime: aiokafka (its own consumer and producer, "
         "streams/kafka/worker.py) or faust (a Faust app, streams/app.py: to run inside an existing Faust app).")

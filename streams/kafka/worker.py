@@ -167,7 +167,8 @@ class _Worker:
             max_poll_records=settings.batch_size, **security)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms, max_batch_size=settings.producer_batch_bytes, **security)
+            linger_ms=settings.producer_linger_ms, max_batch_size=settings.producer_batch_bytes,
+            request_timeout_ms=int(settings.producer_timeout * 1000), **security)
         topics = {names.input_topic, *self.retry.topics}
         self.port = AIOKafkaPort(self.consumer, self.producer, topics, frozenset(self.retry.topics))
         self.engine: Engine[Delivery] | None = None

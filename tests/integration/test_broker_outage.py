@@ -1,8 +1,9 @@
 """A broker that stops and comes back: the worker waits calmly, loses nothing, and says so briefly.
 
 The test runs a broker of its own (the project's script, another port and state folder), so
-it can stop it for 20 s while a worker has events in flight, gracefully (SIGTERM: a controlled
-shutdown, leaders go to -1) or with SIGKILL, then start it again.
+it can stop it while a worker has events in flight, gracefully for 45 s (SIGTERM: a controlled
+shutdown, leaders go to -1; longer than aiokafka's default 40 s wait for a leader) or with SIGKILL
+for 20 s, then start it again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tests.integration.harness import TopicCollector, headers_of, pipeline_under
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 EVENTS = 20_000
-OUTAGE = 20.0
+OUTAGES = {"graceful": 45.0, "kill": 20.0}  # graceful: past aiokafka's 40 s default batch expiry
 
 
 def _free_port_pair() -> int:
@@ -97,7 +98,7 @@ async def test_a_stopped_broker_costs_a_calm_wait_and_a_few_log_lines(
             await asyncio.to_thread(own_broker.run, "stop")  # SIGTERM: a controlled shutdown
         else:
             os.kill(own_broker.pid(), signal.SIGKILL)
-        await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped_at)))
+        await asyncio.sleep(max(0.0, OUTAGES[stop] - (time.monotonic() - stopped_at)))
         cpu_outage = _cpu_seconds(worker.pid) - cpu_before
         outage_seconds = time.monotonic() - stopped_at
         outage_lines = _lines(worker.log_path)[len(lines_before):]
@@ -116,7 +117,7 @@ async def test_a_stopped_broker_costs_a_calm_wait_and_a_few_log_lines(
     print(f"\n{runtime}: broker stopped ({stop}) for {outage_seconds:.1f} s: worker CPU {cpu_outage:.2f} s, "
           f"{len(outage_lines)} log lines during the outage; most common: {kinds.most_common(3)}; "
           f"{sum(ids.values()) - EVENTS} duplicates")
-    assert len(outage_lines) <= 40, "\n".join(outage_lines[:20])
+    assert len(outage_lines) <= 15 + outage_seconds, "\n".join(outage_lines[:20])
     assert cpu_outage < 0.25 * outage_seconds, f"{cpu_outage:.1f} s of CPU in a {outage_seconds:.0f} s outage"
 
 
