@@ -43,6 +43,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.engine.dedupe import MARKER_BATCH, marker
@@ -194,7 +195,8 @@ class TransactionalPort(AIOKafkaPort):
             except BaseException as exc:
                 self.failed = TransactionFailed(f"a transaction of {len(records)} records and {len(due)} offsets "
                                                 f"failed: {type(exc).__name__}: {exc}")
-                await self._abort()
+                if not isinstance(exc, ProducerFenced):  # a fenced producer can abort nothing; its successor did
+                    await self._abort()
                 raise self.failed from exc
             self.committed.update(due)
             self.transactions += 1

@@ -302,18 +302,23 @@ class _Worker:
                 else:
                     await self.port.commit()
             except Exception as exc:  # noqa: BLE001 - retried at the next interval; a rebalance commits too
-                self._stop_if_broken()
+                if self._stop_if_broken():
+                    return
                 log.warning("offset commit failed (retried in %.0f s): %s: %s", interval, type(exc).__name__, exc)
 
-    def _stop_if_broken(self) -> None:
-        """Exactly-once: after a failed transaction the port commits nothing more; stop the worker."""
+    def _stop_if_broken(self) -> bool:
+        """Exactly-once: after a failed transaction the port commits nothing more; stop the worker.
+        True when it stops."""
         failed = getattr(self.port, "failed", None)
-        if failed is None or self.failure is not None:
-            return
+        if failed is None:
+            return False
+        if self.failure is not None:
+            return True
         self.failure = failed
         log.error("%s; stopping: a restart processes the events of the aborted transaction again", failed)
         if self._main is not None and not self._main.done():
             self._main.cancel("a transaction failed")
+        return True
 
     async def _broker_reachable(self) -> tuple[bool, str]:
         try:

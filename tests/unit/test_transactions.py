@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, ProducerFenced
+from aiokafka.errors import CommitFailedError, KafkaError, ProducerFenced
 
 from streams.engine.dedupe import MARKER_HEADER
 from streams.engine.records import InboundRecord, OutboundRecord
@@ -91,14 +91,15 @@ def test_a_stale_acknowledgement_drops_the_record() -> None:
 
 
 class FakeProducer:
-    def __init__(self, fail_on: str | None = None) -> None:
+    def __init__(self, fail_on: str | None = None, error: type[Exception] = KafkaError) -> None:
         self.calls: list[Any] = []
         self.fail_on = fail_on
+        self.error = error
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, *args))
         if name == self.fail_on:
-            raise ProducerFenced()
+            raise self.error()
 
     async def begin_transaction(self) -> None:
         self._call("begin")
@@ -213,3 +214,12 @@ async def test_an_acknowledgement_from_an_older_assignment_drops_its_record() ->
     await tx.send(outcome(inbound(0)))
     await tx.ack(delivery(0, generation=1))
     assert tx.records.held == 0 and tx.records.ready == 0
+
+
+async def test_a_fenced_producer_does_not_try_to_abort() -> None:
+    producer = FakeProducer(fail_on="offsets", error=ProducerFenced)
+    tx = port(producer)
+    await tx.ack(delivery(0))
+    with pytest.raises(TransactionFailed, match="ProducerFenced"):
+        await tx.commit()
+    assert [call[0] for call in producer.calls] == ["begin", "offsets"]
