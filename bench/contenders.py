@@ -50,7 +50,8 @@ def _baseline(module: str) -> Callable[[RunTopics], Contender]:
     return start
 
 
-def _ours(run: RunTopics, source: Path | None = None, runtime: str | None = None) -> Contender:
+def _ours(run: RunTopics, source: Path | None = None, runtime: str | None = None,
+          guarantee: str | None = None) -> Contender:
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": run.bootstrap,
         "STREAMS_APP": "pipelines.orders:pipeline",
@@ -66,6 +67,7 @@ def _ours(run: RunTopics, source: Path | None = None, runtime: str | None = None
         "STREAMS_CUSTOMERS_API_URL": run.api_url,
         "STREAMS_ENRICH_WITH": "customers",
         **({"STREAMS_RUNTIME": runtime} if runtime else {}),
+        **({"STREAMS_GUARANTEE": guarantee} if guarantee else {}),
     }
     return WorkerProcess(env, run.workdir / f"{run.name}.log", cwd=source).start()
 
@@ -131,6 +133,10 @@ CONTENDERS: dict[str, ContenderSpec] = {
                       dead_letter_topic=lambda run: dlq_topic(run.name)),
         ContenderSpec("ours-faust", "the same on the Faust runtime (STREAMS_RUNTIME=faust)", calls_api=True,
                       start=lambda run: _ours(run, runtime="faust"),
+                      dead_letter_topic=lambda run: dlq_topic(run.name)),
+        ContenderSpec("ours-eos", "the same with STREAMS_GUARANTEE=exactly-once (outputs and offsets in one "
+                      "transaction per commit interval)", calls_api=True,
+                      start=lambda run: _ours(run, guarantee="exactly-once"),
                       dead_letter_topic=lambda run: dlq_topic(run.name)),
         ContenderSpec("PC", "Confluent Parallel Consumer 0.5.3.2, KEY order, Vert.x HTTP", calls_api=True,
                       start=_parallel_consumer),

@@ -154,8 +154,11 @@ class OutputWatcher:
         return len(self.ids)
 
     async def __aenter__(self) -> OutputWatcher:
+        # read_committed: what a consumer of ours-eos sees (the same as read_uncommitted for the
+        # contenders that write no transactions)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=50,
+                                    isolation_level="read_committed")
         await consumer.start()
         await consumer._client.force_metadata_update()
         tps = [TopicPartition(t, p) for t in self.topics for p in sorted(consumer.partitions_for_topic(t) or ())]

@@ -189,9 +189,22 @@ def _log_pause_failure(task: asyncio.Future[None]) -> None:
         log.error("could not pause or resume a partition: %r", task.exception())
 
 
+class UnsupportedGuarantee(ValueError):
+    """A setting this runtime cannot honour (STREAMS_GUARANTEE=exactly-once)."""
+
+
 def create_app(settings: Settings, pipeline: Pipeline, metrics: PipelineMetrics | None = None) -> PipelineApp:
     """Build the worker app for one pipeline (``settings`` from ``streams.loader.for_pipeline``,
-    its APIs bound by ``bind_pipeline``); ``metrics`` are served on the telemetry port."""
+    its APIs bound by ``bind_pipeline``); ``metrics`` are served on the telemetry port.
+
+    Raises ``UnsupportedGuarantee`` for ``STREAMS_GUARANTEE=exactly-once``: Faust owns the
+    producer and commits offsets itself, outside any transaction of ours."""
+    if settings.guarantee != "at-least-once":
+        raise UnsupportedGuarantee(
+            f"STREAMS_GUARANTEE={settings.guarantee} needs the aiokafka runtime (STREAMS_RUNTIME=aiokafka, the "
+            "default): the Faust runtime's producer and offset commits belong to Faust, which cannot put them in "
+            "one Kafka transaction. Unset STREAMS_RUNTIME, or use STREAMS_GUARANTEE=at-least-once "
+            "(docs/exactly-once.md).")
     names = pipeline_names(settings)
     app = PipelineApp(
         names.pipeline,

@@ -131,9 +131,13 @@ def worker(app: str | None, config: str | None) -> None:
         finally:
             tracer_provider.shutdown()
         return
-    from streams.app import create_app
+    from streams.app import UnsupportedGuarantee, create_app
 
-    worker_app = create_app(settings, pipeline, metrics=metrics)
+    try:
+        worker_app = create_app(settings, pipeline, metrics=metrics)
+    except UnsupportedGuarantee as exc:
+        tracer_provider.shutdown()
+        raise click.ClickException(str(exc)) from None
     try:
         faust_worker(worker_app).execute_from_commandline()
     finally:

@@ -83,7 +83,16 @@ class Settings(BaseSettings):
         "default (700). Buffered events survive into the old generation, whose full scans cost ~18% of a "
         "worker's CPU at the default (bench/PROFILE.md).")
     session_timeout: float = Field(default=10.0, gt=0, description="Seconds before a silent worker leaves the group.")
-    commit_interval: float = Field(default=1.0, gt=0, description="Seconds between offset commits.")
+    commit_interval: float = Field(default=1.0, gt=0, description="Seconds between offset commits (with "
+                                   "exactly-once: between transactions).")
+    guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        default="at-least-once", description="at-least-once, or exactly-once: outputs, retries, dead letters and "
+        "input offsets in one Kafka transaction per commit interval, for read_committed consumers (the aiokafka "
+        "runtime only; docs/exactly-once.md). API calls stay at least once.")
+    transactional_id: str | None = Field(
+        default=None, description="With exactly-once: this worker's transactional id, stable across its restarts "
+        "(e.g. a StatefulSet pod name) so that a restart fences its predecessor at once; never shared by two live "
+        "workers. Unset: a fresh one per start (docs/exactly-once.md).")
     web_enabled: bool = Field(default=False, description="Serve the worker's web endpoints.")
     web_port: int = Field(default=6066, ge=0, le=65535)
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Worker state folder.")

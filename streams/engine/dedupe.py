@@ -131,8 +131,11 @@ class ProcessedIds:
         self._retry_at.clear()
 
     async def _load(self, partition: int) -> None:
+        # read_committed: with exactly-once the markers are written in the transactions of their
+        # outputs, and an aborted one's events were not processed (the same without transactions)
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", **self._security)
+                                    auto_offset_reset="earliest", isolation_level="read_committed",
+                                    **self._security)
         ids: OrderedDict[str, None] = OrderedDict()
         try:
             await consumer.start()

@@ -214,6 +214,7 @@ class Engine(Generic[H]):
             with produce_span(outbound.topic, pipeline=self._pipeline, partition=outbound.partition,
                               event_id=outbound.event_id):
                 inject_headers(outbound.headers)  # the record carries this span's context onwards
+                outbound.source = record  # an exactly-once port holds it until this offset is acknowledged
                 try:
                     delivery = await self._port.send(outbound)
                 except Exception as exc:  # noqa: BLE001 - recorded; the agent raises it

@@ -46,6 +46,7 @@ class OutboundRecord:
     retry: bool = False  # bound for a retry tier
     partition: int | None = None  # None: the producer's partitioner decides by key
     error_kind: str | None = None  # why it is not an output: transient, permanent, poison; None when parked
+    source: InboundRecord | None = None  # the consumed record it is the outcome of (set by the engine)
 
     @property
     def destination(self) -> str:

@@ -22,6 +22,10 @@ here they are aiokafka's public API and nothing else:
 - pause and resume: the consumer's own, per partition (retry tiers whose head is not due, an open
   circuit).
 - produce: one idempotent producer (acks=all), linger and batch size from the settings.
+- exactly-once (``STREAMS_GUARANTEE=exactly-once``): the producer is transactional and the port
+  is ``streams.kafka.transactions.TransactionalPort``: records wait for their event's offset, and
+  each ``commit`` is one transaction of records and offsets (docs/exactly-once.md). A transaction
+  that fails stops the worker, like a failed produce in the default mode.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from streams.engine.processor import EventProcessor
 from streams.engine.records import InboundRecord, OutboundRecord, headers_from_kafka
 from streams.engine.retry import RetryPolicy
 from streams.engine.routing import admit_headers
-from streams.names import dlq_topic
+from streams.names import dlq_topic, processed_topic
 from streams.pipeline import Pipeline
 from streams.security import kafka_security
 from streams.settings import Settings, pipeline_names
@@ -165,12 +169,28 @@ class _Worker:
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
             max_poll_records=settings.batch_size, **security)
+        self.exactly_once = settings.guarantee == "exactly-once"
+        transactional: dict[str, Any] = {}
+        if self.exactly_once:
+            from streams.kafka import transactions
+
+            transactional = {"transactional_id": transactions.transactional_id(names.pipeline,
+                                                                              settings.transactional_id),
+                             "transaction_timeout_ms": transactions.TRANSACTION_TIMEOUT_MS}
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True,
             linger_ms=settings.producer_linger_ms, max_batch_size=settings.producer_batch_bytes,
-            request_timeout_ms=int(settings.producer_timeout * 1000), **security)
+            request_timeout_ms=int(settings.producer_timeout * 1000), **transactional, **security)
         topics = {names.input_topic, *self.retry.topics}
-        self.port = AIOKafkaPort(self.consumer, self.producer, topics, frozenset(self.retry.topics))
+        self.port: AIOKafkaPort
+        if self.exactly_once:
+            self.port = transactions.TransactionalPort(
+                self.consumer, self.producer, topics, frozenset(self.retry.topics), group_id=names.pipeline,
+                processed_topic=None if settings.dedupe == "off" else processed_topic(pipeline.name))
+        else:
+            self.port = AIOKafkaPort(self.consumer, self.producer, topics, frozenset(self.retry.topics))
+        self.failure: BaseException | None = None  # a transaction failed: the worker stops (exactly-once)
+        self._main: asyncio.Task[Any] | None = None
         self.engine: Engine[Delivery] | None = None
         self.processor: EventProcessor | None = None
 
@@ -183,6 +203,7 @@ class _Worker:
         try:
             await self.port.commit(revoked)
         except Exception as exc:  # noqa: BLE001 - the next owner redoes what was not committed
+            self._stop_if_broken()
             log.warning("commit before handing over %d partitions failed: %s: %s (their uncommitted events are "
                         "processed again by the next owner)", len(revoked), type(exc).__name__, exc)
         self.port.forget(revoked)
@@ -200,14 +221,15 @@ class _Worker:
         settings, pipeline = self.settings, self.pipeline
         self.engine, self.processor = await start_processing(settings, pipeline, self.retry, self.port, self.metrics)
         engine = self.engine
+        self._main = asyncio.current_task()
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([self.names.input_topic, *self.retry.topics], listener=_Rebalance(self))
         telemetry = await start_telemetry(settings, engine, self.metrics, assigned=self.consumer.assignment,
                                           broker_reachable=self._broker_reachable, lag=self._lag)
         committer = asyncio.create_task(self._commit_every(settings.commit_interval), name="commits")
-        log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s (runtime aiokafka)", pipeline.name,
-                 pipeline.source, pipeline.sink, self.retry.topics, dlq_topic(pipeline.name))
+        log.info("pipeline %s: %s -> %s, retry tiers %s, dead letters to %s (runtime aiokafka, %s)", pipeline.name,
+                 pipeline.source, pipeline.sink, self.retry.topics, dlq_topic(pipeline.name), settings.guarantee)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -225,7 +247,7 @@ class _Worker:
             committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
-            if engine.error is None:
+            if engine.error is None and self.failure is None:
                 with contextlib.suppress(Exception):
                     await self.port.commit()
             if self.processor is not None:
@@ -261,7 +283,13 @@ class _Worker:
                 except asyncio.CancelledError:
                     if engine.error is not None:  # the engine interrupted us: a produce failed (Engine._fail)
                         raise engine.error from None
+                    if self.failure is not None:  # a transaction failed (_stop_if_broken)
+                        raise self.failure from None
                     raise
+        except asyncio.CancelledError:
+            if self.failure is not None:  # interrupted while fetching
+                raise self.failure from None
+            raise
         finally:
             stop.cancel()
 
@@ -269,9 +297,28 @@ class _Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.port.commit()
+                if self.exactly_once:  # a transaction is not cut short by the shutdown: the last one waits for it
+                    await asyncio.shield(self.port.commit())
+                else:
+                    await self.port.commit()
             except Exception as exc:  # noqa: BLE001 - retried at the next interval; a rebalance commits too
+                if self._stop_if_broken():
+                    return
                 log.warning("offset commit failed (retried in %.0f s): %s: %s", interval, type(exc).__name__, exc)
+
+    def _stop_if_broken(self) -> bool:
+        """Exactly-once: after a failed transaction the port commits nothing more; stop the worker.
+        True when it stops."""
+        failed = getattr(self.port, "failed", None)
+        if failed is None:
+            return False
+        if self.failure is not None:
+            return True
+        self.failure = failed
+        log.error("%s; stopping: a restart processes the events of the aborted transaction again", failed)
+        if self._main is not None and not self._main.done():
+            self._main.cancel("a transaction failed")
+        return True
 
     async def _broker_reachable(self) -> tuple[bool, str]:
         try:
