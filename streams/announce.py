@@ -8,7 +8,8 @@
 One JSON record per announcement, keyed by the worker's id (host, pid and a random suffix,
 so a restarted worker is a new one): its host, assigned partitions, events in flight, each
 API's breaker state (and since when) and limiter rate and waits, the partitions it paused and
-why, the retry records it holds with their next due time, its event counts and its version.
+why, the retry records it holds with their next due time, its event counts and its version,
+and what announcing has cost it so far (records, bytes, CPU seconds taking and encoding them).
 The topic is compacted (the console needs each worker's last record only) and its records are
 deleted after a day, so the ids of workers long gone do not pile up. No service discovery:
 any console that can read the topic sees every worker, wherever it runs; one that stops
@@ -166,7 +167,9 @@ class Announcer:
     async def _announce(self, *, stopped: bool = False) -> None:
         assert self._producer is not None
         began = time.thread_time()
-        value = json.dumps(self._state.snapshot(stopped=stopped), separators=(",", ":")).encode()
+        snapshot = self._state.snapshot(stopped=stopped)
+        snapshot["announcer"] = {"sent": self.sent, "bytes": self.bytes_sent, "cpu_s": round(self.cpu_seconds, 6)}
+        value = json.dumps(snapshot, separators=(",", ":")).encode()
         self.cpu_seconds += time.thread_time() - began
         try:
             await asyncio.wait_for(self._producer.send_and_wait(self._topic, value, key=self._state.id.encode()),

@@ -221,12 +221,13 @@ class PipelineView:
         if cached is not None and time.time() * 1000 - cached.at_ms < self.console.refresh * 1000 / 2:
             return cached
         if self._computing is None or self._computing.done():
-            self._computing = asyncio.create_task(self._compute())
+            self._computing = asyncio.create_task(self.compute())
         overview = await asyncio.shield(self._computing)
         self._cached = overview
         return overview
 
-    async def _compute(self) -> Overview:
+    async def compute(self) -> Overview:
+        """The overview read now (``overview`` shares one among callers)."""
         began = time.perf_counter()
         workers = self.workers()
         live = [w for w in workers if w.status == "running"]

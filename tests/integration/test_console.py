@@ -272,7 +272,8 @@ async def test_the_console_refuses_requests_without_the_token_and_forged_posts(
             async with client.post(url + "/dlq/redrive/preview", data={"csrf": csrf}) as answer:
                 assert answer.status == 200, await answer.text()
                 assert 'id=preview-count data-count=0' in await answer.text()
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser_like:  # signs in once with the token, then a cookie
+        jar = aiohttp.CookieJar(unsafe=True)  # keeps cookies of an IP address
+        async with aiohttp.ClientSession(cookie_jar=jar) as browser_like:  # signs in once with the token: a cookie
             async with browser_like.get(url + "/login") as answer:
                 csrf = re.findall(r'name=csrf value="([0-9a-f]{64})"', await answer.text())[0]
             async with browser_like.post(url + "/login", data={"csrf": csrf, "token": "wrong"}) as answer:
