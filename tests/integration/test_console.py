@@ -9,6 +9,7 @@ Screenshots of the overview and the DLQ browser go to the test's tmp dir, or to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -41,21 +42,22 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-def start_console(pipeline: PipelineUnderTest, log: Path, *args: str, **env: str) -> tuple[ChildProcess, str]:
-    """``streams console`` as a real process on a free port; its URL (from its log line)."""
+@contextlib.contextmanager
+def running_console(pipeline: PipelineUnderTest, log: Path, *args: str, **env: str) -> Iterator[str]:
+    """``streams console`` as a real process on a free port, for the block; its URL (from its log line)."""
     process = ChildProcess([sys.executable, "-m", "streams", "console", "--port", "0", *args], log, {
         "KAFKA_BOOTSTRAP_SERVERS": pipeline.bootstrap, "STREAMS_APP": "pipelines.orders:pipeline",
         "STREAMS_PIPELINE": pipeline.name, "STREAMS_INPUT_TOPIC": pipeline.input_topic,
         "STREAMS_OUTPUT_TOPIC": pipeline.output_topic, "STREAMS_LOG_FORMAT": "text", **env}).start()
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        found = re.findall(r"console of \S+ on (http://\S+:\d+)", log.read_text(errors="replace"))
-        if found:
-            return process, found[-1]
+    try:
+        end = time.monotonic() + 60
+        while not (found := re.findall(r"console of \S+ on (http://\S+:\d+)", log.read_text(errors="replace"))):
+            assert process.alive and time.monotonic() < end, f"the console did not start: {log.read_text()}"
+            time.sleep(0.1)
+        yield found[-1]
         assert process.alive, log.read_text()
-        time.sleep(0.1)
-    process.stop()
-    raise AssertionError(f"the console did not start: {log.read_text()}")
+    finally:
+        process.stop()
 
 
 @pytest.fixture
@@ -134,93 +136,92 @@ async def test_the_console_shows_an_outage_and_redrives_dead_letters_exactly_onc
                                   key=order["customer_id"].encode())
                 await asyncio.sleep(0.05)
 
-    with pipeline.worker(0, **fast) as first, pipeline.worker(1, **fast) as second:
-        console, url = start_console(pipeline, tmp_path / "console.log", STREAMS_CONSOLE_REFRESH="1",
-                                     STREAMS_CONSOLE_REDACT_FIELDS="shipping_country")
-        with console:
-            driver = browser
-            driver.get(url + "/")
+    with (pipeline.worker(0, **fast) as first, pipeline.worker(1, **fast) as second,
+          running_console(pipeline, tmp_path / "console.log", STREAMS_CONSOLE_REFRESH="1",
+                          STREAMS_CONSOLE_REDACT_FIELDS="shipping_country") as url):
+        driver = browser
+        driver.get(url + "/")
 
-            def workers_and_partitions() -> bool:
-                rows = driver.find_elements("css selector", "tr.worker[data-status=running]")
-                owned = [row.get_attribute("data-partitions") for row in rows]
-                return len(rows) == 2 and all(owned) and sorted(
-                    int(p) for text in owned for p in text.split(",")) == list(range(PARTITIONS))
+        def workers_and_partitions() -> bool:
+            rows = driver.find_elements("css selector", "tr.worker[data-status=running]")
+            owned = [row.get_attribute("data-partitions") for row in rows]
+            return len(rows) == 2 and all(owned) and sorted(
+                int(p) for text in owned for p in text.split(",")) == list(range(PARTITIONS))
 
-            await wait_for(workers_and_partitions, 90, "both workers and all 4 partitions on the overview")
-            driver.save_screenshot(str(shots / "console-overview.png"))
+        await wait_for(workers_and_partitions, 90, "both workers and all 4 partitions on the overview")
+        driver.save_screenshot(str(shots / "console-overview.png"))
 
-            load = asyncio.create_task(steady_load())
-            await asyncio.sleep(2)
-            await set_faults(fault_sandbox.url, "customers", {"outages": [{"start_s": 0, "duration_s": None,
-                                                                           "status": 503}]})
-            outage_began = time.monotonic()
-            await wait_for(lambda: _attr(driver, "tr.api[data-api=customers]", "data-state") == "open"
-                           and _attr(driver, "#consumption", "data-state") == "paused", 10,
-                           "the customers circuit open and consumption paused on the overview, within 10 s")
-            seen_open = time.monotonic() - outage_began
-            driver.save_screenshot(str(shots / "console-overview-outage.png"))
-            await set_faults(fault_sandbox.url, "customers", None)
-            await wait_for(lambda: _attr(driver, "tr.api[data-api=customers]", "data-state") == "closed"
-                           and _attr(driver, "#consumption", "data-state") == "consuming", 60,
-                           "the circuit closed and consumption resumed on the overview")
-            stop_load.set()
-            await load
+        load = asyncio.create_task(steady_load())
+        await asyncio.sleep(2)
+        await set_faults(fault_sandbox.url, "customers", {"outages": [{"start_s": 0, "duration_s": None,
+                                                                       "status": 503}]})
+        outage_began = time.monotonic()
+        await wait_for(lambda: _attr(driver, "tr.api[data-api=customers]", "data-state") == "open"
+                       and _attr(driver, "#consumption", "data-state") == "paused", 10,
+                       "the customers circuit open and consumption paused on the overview, within 10 s")
+        seen_open = time.monotonic() - outage_began
+        driver.save_screenshot(str(shots / "console-overview-outage.png"))
+        await set_faults(fault_sandbox.url, "customers", None)
+        await wait_for(lambda: _attr(driver, "tr.api[data-api=customers]", "data-state") == "closed"
+                       and _attr(driver, "#consumption", "data-state") == "consuming", 60,
+                       "the circuit closed and consumption resumed on the overview")
+        stop_load.set()
+        await load
 
-            # 404s: each order of these customers is dead-lettered (permanent).
-            await set_faults(fault_sandbox.url, "customers", {"errors": {"404": 1.0}})
-            doomed = [next(orders) for _ in range(LETTERS)]
-            await pipeline.produce(doomed)
-            await wait_for(lambda: int(_attr(driver, "#dlq-size", "data-count") or 0) >= LETTERS, 60,
-                           f"{LETTERS} dead letters counted on the overview")
-            await set_faults(fault_sandbox.url, "customers", None)
+        # 404s: each order of these customers is dead-lettered (permanent).
+        await set_faults(fault_sandbox.url, "customers", {"errors": {"404": 1.0}})
+        doomed = [next(orders) for _ in range(LETTERS)]
+        await pipeline.produce(doomed)
+        await wait_for(lambda: int(_attr(driver, "#dlq-size", "data-count") or 0) >= LETTERS, 60,
+                       f"{LETTERS} dead letters counted on the overview")
+        await set_faults(fault_sandbox.url, "customers", None)
 
-            driver.get(url + "/dlq")
-            driver.find_element("id", "filter-status").send_keys("404")
-            driver.find_element("id", "filter-api").send_keys("customers")
-            driver.find_element("id", "apply-filters").click()
-            await wait_for(lambda: _attr(driver, "#dlq-counts", "data-matched") is not None, 30, "the filtered list")
-            assert _attr(driver, "#dlq-counts", "data-matched") == str(LETTERS), driver.page_source[:3000]
-            refs = [row.get_attribute("data-ref") for row in driver.find_elements("css selector", "tr.letter")]
-            assert len(refs) == LETTERS
-            driver.save_screenshot(str(shots / "console-dlq.png"))
+        driver.get(url + "/dlq")
+        driver.find_element("id", "filter-status").send_keys("404")
+        driver.find_element("id", "filter-api").send_keys("customers")
+        driver.find_element("id", "apply-filters").click()
+        await wait_for(lambda: _attr(driver, "#dlq-counts", "data-matched") is not None, 30, "the filtered list")
+        assert _attr(driver, "#dlq-counts", "data-matched") == str(LETTERS), driver.page_source[:3000]
+        refs = [row.get_attribute("data-ref") for row in driver.find_elements("css selector", "tr.letter")]
+        assert len(refs) == LETTERS
+        driver.save_screenshot(str(shots / "console-dlq.png"))
 
-            driver.get(f"{url}/dlq/letter/{refs[0]}")
-            value = driver.find_element("id", "letter-value").text
-            assert '"shipping_country": "[REDACTED]"' in value, value
-            assert "404" in driver.find_element("id", "letter-error").text
-            shown = json.loads(value)
-            original = next(o for o in doomed if o["event_id"] == shown["event_id"])
-            assert f'"shipping_country": "{original["shipping_country"]}"' not in driver.page_source
+        driver.get(f"{url}/dlq/letter/{refs[0]}")
+        value = driver.find_element("id", "letter-value").text
+        assert '"shipping_country": "[REDACTED]"' in value, value
+        assert "404" in driver.find_element("id", "letter-error").text
+        shown = json.loads(value)
+        original = next(o for o in doomed if o["event_id"] == shown["event_id"])
+        assert f'"shipping_country": "{original["shipping_country"]}"' not in driver.page_source
 
-            driver.back()
-            driver.find_element("id", "preview-redrive").click()
-            await wait_for(lambda: _attr(driver, "#preview-count", "data-count") is not None
-                           or "refused" in driver.page_source, 30, "the preview")
-            assert _attr(driver, "#preview-count", "data-count") == str(LETTERS), driver.page_source[:3000]
-            driver.find_element("id", "operator").send_keys("ops-on-call")
-            driver.find_element("id", "confirm-redrive").click()
-            await wait_for(lambda: _attr(driver, "#job-state", "data-state") in ("done", "failed"), 60,
-                           "the redrive to finish")
-            assert _attr(driver, "#job-state", "data-state") == "done", driver.page_source[:3000]
-            assert _attr(driver, "#job-state", "data-replayed") == str(LETTERS)
+        driver.back()
+        driver.find_element("id", "preview-redrive").click()
+        await wait_for(lambda: _attr(driver, "#preview-count", "data-count") is not None
+                       or "refused" in driver.page_source, 30, "the preview")
+        assert _attr(driver, "#preview-count", "data-count") == str(LETTERS), driver.page_source[:3000]
+        driver.find_element("id", "operator").send_keys("ops-on-call")
+        driver.find_element("id", "confirm-redrive").click()
+        await wait_for(lambda: _attr(driver, "#job-state", "data-state") in ("done", "failed"), 60,
+                       "the redrive to finish")
+        assert _attr(driver, "#job-state", "data-state") == "done", driver.page_source[:3000]
+        assert _attr(driver, "#job-state", "data-replayed") == str(LETTERS)
 
-            # Each selected letter once on the input (read committed by confluent-kafka), then enriched.
-            replays = await asyncio.to_thread(_read, kafka_bootstrap, pipeline.input_topic, 1)
-            replayed = Counter(_headers(m).get(Header.REPLAY_OF) for m in replays if Header.REPLAY_OF in _headers(m))
-            assert replayed == Counter({f"{dlq_topic(pipeline.name)}:{ref}": 1 for ref in refs})
-            wanted = {o["event_id"] for o in doomed}
+        # Each selected letter once on the input (read committed by confluent-kafka), then enriched.
+        replays = await asyncio.to_thread(_read, kafka_bootstrap, pipeline.input_topic, 1)
+        replayed = Counter(_headers(m).get(Header.REPLAY_OF) for m in replays if Header.REPLAY_OF in _headers(m))
+        assert replayed == Counter({f"{dlq_topic(pipeline.name)}:{ref}": 1 for ref in refs})
+        wanted = {o["event_id"] for o in doomed}
 
-            async def enriched() -> bool:
-                out = await asyncio.to_thread(_read, kafka_bootstrap, pipeline.output_topic, 1, 1.0, 30.0)
-                return wanted <= {_headers(m).get(Header.EVENT_ID) for m in out}
+        async def enriched() -> bool:
+            out = await asyncio.to_thread(_read, kafka_bootstrap, pipeline.output_topic, 1, 1.0, 30.0)
+            return wanted <= {_headers(m).get(Header.EVENT_ID) for m in out}
 
-            await wait_for(enriched, 90, "every redriven event enriched on the output")
-            ledger = await asyncio.to_thread(_read, kafka_bootstrap, replay_ledger_topic(pipeline.name), LETTERS)
-            entries = [json.loads(m.value()) for m in ledger]
-            assert len(entries) == LETTERS
-            assert all(e["by"] == "ops-on-call" and e["via"] == "console" and e["replayed_at"] > 0 for e in entries)
-            assert first.alive and second.alive, first.log_tail() + second.log_tail()
+        await wait_for(enriched, 90, "every redriven event enriched on the output")
+        ledger = await asyncio.to_thread(_read, kafka_bootstrap, replay_ledger_topic(pipeline.name), LETTERS)
+        entries = [json.loads(m.value()) for m in ledger]
+        assert len(entries) == LETTERS
+        assert all(e["by"] == "ops-on-call" and e["via"] == "console" and e["replayed_at"] > 0 for e in entries)
+        assert first.alive and second.alive, first.log_tail() + second.log_tail()
     print(f"\ncircuit open and consumption paused on the overview {seen_open:.1f} s after the outage began; "
           f"{LETTERS} letters redriven once each and enriched")
 
@@ -240,9 +241,8 @@ async def test_the_console_refuses_requests_without_the_token_and_forged_posts(
 
     token = "console-token-" + unique
     (tmp_path / "token").write_text(token + "\n")
-    console, url = start_console(pipeline, tmp_path / "console.log", "--host", "0.0.0.0",
-                                 STREAMS_CONSOLE_TOKEN_FILE=str(tmp_path / "token"))
-    with console:
+    with running_console(pipeline, tmp_path / "console.log", "--host", "0.0.0.0",
+                         STREAMS_CONSOLE_TOKEN_FILE=str(tmp_path / "token")) as url:
         url = url.replace("0.0.0.0", "127.0.0.1")
         bearer = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as anonymous:
