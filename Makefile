@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-tools lint bench kafka-start kafka-stop clean
+.PHONY: demo test test-tools console-screenshots lint bench kafka-start kafka-stop clean
 
 demo: $(STAMP)
 	$(BIN)/streams demo
@@ -19,6 +19,7 @@ test: $(STAMP) test-tools
 # prometheus (with promtool): the alert rules are checked and evaluated by a real Prometheus
 # (tests/integration/test_prometheus_alerts.py). Debian's package does not start its service in a
 # container (policy-rc.d); without recommends, no node exporter comes along.
+# chromium and chromium-driver (Debian's): the console's browser test drives them with selenium.
 test-tools:
 	@command -v kcat >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -30,6 +31,15 @@ test-tools:
 	      prometheus >/dev/null; \
 	  else echo "prometheus and promtool are needed by the tests (Debian package prometheus: apt-get install prometheus)" >&2; \
 	    exit 1; fi; }
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium and chromedriver are needed by the console's browser test (Debian packages chromium, chromium-driver: apt-get install chromium chromium-driver)" >&2; \
+	    exit 1; fi; }
+
+# The README's console screenshots, taken by the browser test against a real pipeline.
+console-screenshots: $(STAMP) test-tools
+	STREAMS_CONSOLE_SCREENSHOTS=docs/images $(BIN)/pytest tests/integration/test_console.py -k outage -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

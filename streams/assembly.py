@@ -9,12 +9,13 @@ from typing import Any, TypeVar
 
 from connectors.http import HttpConnector
 from connectors.resilience.cache import ResponseCache
+from streams.announce import WORKERS_TOPIC_CONFIG, Announcer, WorkerState
 from streams.api import ApiSettings
 from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.engine import Engine, KafkaPort
 from streams.engine.processor import EventProcessor
 from streams.engine.retry import RetryPolicy
-from streams.names import dlq_topic, processed_topic
+from streams.names import dlq_topic, processed_topic, workers_topic
 from streams.pipeline import Pipeline
 from streams.security import kafka_security
 from streams.serde.avro import AvroSerde
@@ -76,6 +77,9 @@ async def prepare_topics(settings: Settings) -> None:
     wanted = {topic: partitions for topic in retry.topics}
     wanted[dlq_topic(names.pipeline)] = 1
     await ensure_topics(settings.kafka_bootstrap_servers, wanted, security=security)
+    if settings.announce_interval > 0:
+        await ensure_topics(settings.kafka_bootstrap_servers, {workers_topic(names.pipeline): 1},
+                            config=WORKERS_TOPIC_CONFIG, security=security)
     if settings.dedupe != "off":
         retention_ms = str(int(settings.dedupe_retention_hours * 3600 * 1000))
         await ensure_topics(settings.kafka_bootstrap_servers, {processed_topic(names.pipeline): partitions},
@@ -91,13 +95,48 @@ def log_stats(log: logging.Logger, processor: EventProcessor, engine: Engine[Any
              stats.dropped_duplicates, engine.acked, engine.released, engine.peak_in_flight)
 
 
+class WorkerTelemetry:
+    """What ``start_telemetry`` started: the telemetry server and the announcer (either may be off)."""
+
+    def __init__(self, server: TelemetryServer | None, announcer: Announcer | None) -> None:
+        self.server = server
+        self.announcer = announcer
+
+    async def stop(self) -> None:
+        """Announce that the worker stopped, and stop serving."""
+        try:
+            if self.announcer is not None:
+                await self.announcer.stop()
+        finally:
+            if self.server is not None:
+                await self.server.stop()
+
+
 async def start_telemetry(
     settings: Settings, engine: Engine[Any], metrics: PipelineMetrics | None, *,
     assigned: Callable[[], Sized], broker_reachable: Callable[[], Awaitable[tuple[bool, str]]],
     lag: Callable[[], dict[tuple[str, int], int]],
-) -> TelemetryServer | None:
+) -> WorkerTelemetry:
     """Serve /metrics, /healthz and /readyz; readiness asks the consumer (``assigned``), the broker
-    and the engine. Each runtime says how its consumer answers."""
+    and the engine. Each runtime says how its consumer answers. Unless ``STREAMS_ANNOUNCE_INTERVAL``
+    is 0, the worker announces its state to ``<pipeline>.workers`` (``streams.announce``)."""
+    announcer = None
+    if settings.announce_interval > 0:
+        pipeline = engine.processor.pipeline
+        apis = pipeline.apis if isinstance(pipeline, Pipeline) else []
+        state = WorkerState(engine, apis, pipeline=pipeline_names(settings).pipeline, runtime=settings.runtime,
+                            interval=settings.announce_interval)
+        announcer = Announcer(settings, state)
+        await announcer.start()
+    return WorkerTelemetry(await _start_server(settings, engine, metrics, assigned=assigned,
+                                               broker_reachable=broker_reachable, lag=lag), announcer)
+
+
+async def _start_server(
+    settings: Settings, engine: Engine[Any], metrics: PipelineMetrics | None, *,
+    assigned: Callable[[], Sized], broker_reachable: Callable[[], Awaitable[tuple[bool, str]]],
+    lag: Callable[[], dict[tuple[str, int], int]],
+) -> TelemetryServer | None:
     if not settings.telemetry_enabled:
         return None
     loop_lag = LoopLagMonitor()

@@ -354,7 +354,7 @@ def dlq_replay(app: str | None, config: str | None, target: str | None, rate: fl
         with progress(f"dlq replay to {target or names.input_topic}", unit="letters") as shown:
             return await replay(settings.kafka_bootstrap_servers, names.pipeline, letters,
                                 target=target or names.input_topic, rate=rate, dry_run=dry_run, security=security,
-                                progress=None if dry_run else shown)
+                                progress=None if dry_run else shown, audit={"by": _operator(), "via": "cli"})
 
     try:
         report = asyncio.run(go())
@@ -367,6 +367,45 @@ def dlq_replay(app: str | None, config: str | None, target: str | None, rate: fl
     if dry_run:
         for ref in report.refs:
             click.echo(f"  {ref}")
+
+
+def _operator() -> str:
+    """Who runs this command, for the replay ledger: the login name, else the user id."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for the uid (a container's arbitrary user)
+        return f"uid {os.getuid()}"
+
+
+@main.command()
+@pipeline_options
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1, or STREAMS_CONSOLE_HOST); any "
+              "other than loopback needs STREAMS_CONSOLE_TOKEN_FILE or a user name and password.")
+@click.option("--port", default=None, type=click.IntRange(0, 65535),
+              help="Port (default 8088, or STREAMS_CONSOLE_PORT; 0 picks a free one).")
+def console(app: str | None, config: str | None, host: str | None, port: int | None) -> None:
+    """Serve the operator console: workers, breakers, pauses, lag, dead letters and their redrive."""
+    from streams.console.app import run_console
+    from streams.console.settings import ConsoleSettings
+    from streams.telemetry import configure_logging
+
+    pipeline, settings = load_pipeline_settings(app, config)
+    overrides = {name: value for name, value in (("host", host), ("port", port)) if value is not None}
+    try:
+        console_settings = ConsoleSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+                 for err in exc.errors(include_input=False)]
+        raise click.ClickException("invalid console settings:\n" + "\n".join(lines)) from None
+    except SettingsError as exc:
+        raise click.ClickException(f"invalid console settings:\n  {exc}") from None
+    register_settings_secrets(console_settings)
+    configure_logging(settings.log_level, json=settings.log_format == "json")
+    kafka_security_for(settings)  # a clear error now rather than in the first page
+    asyncio.run(run_console(settings, console_settings, serde=serde_for(settings), pipeline=pipeline))
 
 
 @main.group()

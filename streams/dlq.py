@@ -9,8 +9,8 @@
 A replay produces each dead letter's original key and value bytes to the input topic (or
 another), with its event id, origin and trace context, the error headers removed and a
 ``streams.replay-of`` header naming the dead letter. Each replayed dead letter is recorded in
-the compacted topic ``<pipeline>.dlq.replayed``; a later replay skips those, so running the
-same replay twice does not duplicate.
+the compacted topic ``<pipeline>.dlq.replayed`` (target, when, and who: ``replay(audit=...)``);
+a later replay skips those, so running the same replay twice does not duplicate.
 
 Exactly once, even when a replay is killed: the replayed records and their ledger entries are
 written in ONE Kafka transaction per batch (up to ``_BATCH`` letters or ``_BATCH_SECONDS``),
@@ -270,12 +270,15 @@ class _Pace:
 async def replay(
     bootstrap: str, pipeline: str, letters: list[DeadLetter], *, target: str, rate: float, dry_run: bool = False,
     security: Mapping[str, Any] | None = None, progress: Progress | None = None,
+    audit: Mapping[str, str] | None = None,
 ) -> ReplayReport:
     """Produce the selected dead letters to ``target`` at most ``rate`` per second, each exactly once.
 
     Each batch of letters and their ledger entries are one transaction (see the module's
     docstring); ``progress`` counts the letters committed (its total: the letters to replay).
-    ``dry_run`` reads the ledger and writes nothing, not even a topic.
+    ``dry_run`` reads the ledger and writes nothing, not even a topic. Each ledger entry holds
+    the target, when (``replayed_at``, epoch ms) and ``audit``: who asked and how (``by``,
+    ``via``; the console adds the job and how its user signed in).
     """
     if not rate > 0:
         raise ValueError(f"rate must be positive, got {rate}")
@@ -334,7 +337,8 @@ async def replay(
                     batch_began = time.monotonic()
                 headers = [(name, letter.headers[name].encode()) for name in _KEPT if name in letter.headers]
                 headers.append((Header.REPLAY_OF, f"{source}:{letter.ref}".encode()))
-                entry = json.dumps({"target": target, "replayed_at": int(time.time() * 1000)}).encode()
+                entry = json.dumps({"target": target, "replayed_at": int(time.time() * 1000),
+                                    **(audit or {})}).encode()
                 batch.append(await client.send(target, letter.value, key=letter.key, headers=headers))
                 batch.append(await client.send(ledger, entry, key=letter.ref.encode()))
             if batch:

@@ -25,6 +25,11 @@ def replay_ledger_topic(pipeline: str) -> str:
     return f"{pipeline}.dlq.replayed"
 
 
+def workers_topic(pipeline: str) -> str:
+    """Compacted topic each worker of a pipeline announces its state to, for the console."""
+    return f"{pipeline}.workers"
+
+
 def retry_topic(pipeline: str, delay: str) -> str:
     """A delayed retry tier of a pipeline, e.g. ``orders-enricher.retry.5s``.
 

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     trace_exporter: Literal["none", "console", "otlp"] = Field(
         default="none", description="Where spans go: none (ids still propagate), console, otlp.")
     otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces URL (.../v1/traces).")
+    announce_interval: float = Field(
+        default=5.0, ge=0, description="Seconds between the worker's announcements of its state to "
+        "<pipeline>.workers (read by streams console); 0 announces nothing.")
     telemetry_enabled: bool = Field(default=True, description="Serve /metrics, /healthz and /readyz.")
     telemetry_host: str = Field(default="127.0.0.1")
     telemetry_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port.")

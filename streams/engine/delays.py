@@ -53,6 +53,10 @@ class DelayGate(Generic[T]):
         self._schedule(partition, due_at)
         return True
 
+    def heads(self) -> dict[Hashable, tuple[int, float]]:
+        """Each held partition's records held and its head's due time (epoch seconds)."""
+        return {partition: (len(queue), queue[0][0]) for partition, queue in self._held.items() if queue}
+
     def overdue(self, slack: float) -> list[Hashable]:
         """Partitions whose head is past due by more than ``slack`` seconds: a release is stuck."""
         now = self._clock()

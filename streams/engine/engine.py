@@ -157,6 +157,21 @@ class Engine(Generic[H]):
     def held(self) -> int:
         return self._gate.held
 
+    def assigned(self) -> list[Hashable]:
+        """The partitions the port says this worker consumes (input and retry tiers)."""
+        return self._port.assigned()
+
+    def held_partitions(self) -> dict[Hashable, tuple[int, float]]:
+        """Retry-tier partitions held back: records held and the head's due time (epoch seconds)."""
+        return self._gate.heads()
+
+    def paused_partitions(self) -> dict[Hashable, str]:
+        """Every partition the engine paused, and why."""
+        paused = {tp: f"circuit of {connector} open" for tp, connector in self._breaker_pauses.paused.items()}
+        for tp in self._gate.paused_partitions:
+            paused.setdefault(tp, "retry records not due yet")
+        return paused
+
     def overdue_partitions(self, slack: float) -> list[Hashable]:
         """Held retry partitions whose head record is due for more than ``slack`` seconds."""
         return self._gate.overdue(slack)

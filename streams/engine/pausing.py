@@ -37,6 +37,7 @@ class BreakerPauses:
         self._held = held
         self._waits: dict[object, asyncio.Future[None]] = {}
         self.paused_since: float | None = None  # loop time consumption paused for a breaker
+        self.paused: dict[Hashable, str] = {}  # partition -> the connector whose open circuit paused it
 
     async def wait(self, blocked: _Blocked) -> None:
         """Pause consumption until ``blocked.breaker`` closes (once per breaker), then resume."""
@@ -50,6 +51,7 @@ class BreakerPauses:
         paused = [tp for tp in self._port.assigned() if tp not in held]
         for tp in paused:
             self._port.pause(tp)
+            self.paused[tp] = blocked.connector
         loop = asyncio.get_running_loop()
         self.paused_since = since = loop.time()
         log.warning("circuit of connector %s is open: paused %d partitions until it closes",
@@ -62,4 +64,7 @@ class BreakerPauses:
                      blocked.connector, loop.time() - since, len(paused))
         finally:
             self.paused_since = None
+            for tp in paused:
+                if self.paused.get(tp) == blocked.connector:
+                    del self.paused[tp]
             del self._waits[blocked.breaker]

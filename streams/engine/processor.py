@@ -115,6 +115,10 @@ class EventProcessor:
         self.on_duplicate: Callable[[], None] | None = None  # told of each duplicate found
         self.on_filtered: Callable[[], None] | None = None  # told of each event the pipeline dropped
 
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
     async def process(self, record: InboundRecord) -> OutboundRecord | None:
         self.stats.processed += 1
         size = len(record.value or b"")
