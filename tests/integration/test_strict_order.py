@@ -41,8 +41,8 @@ DELAYS = ["1s", "20s", "20s", "20s", "20s", "20s"]
 FAULTS = {"errors": {"503": 0.10, "404": 0.01}}
 
 
-def _strict_env() -> dict[str, str]:
-    return {"STREAMS_STRICT_KEY_ORDER": "true", "STREAMS_RETRY_DELAYS": ",".join(DELAYS),
+def _strict_env(delays: list[str] = DELAYS) -> dict[str, str]:
+    return {"STREAMS_STRICT_KEY_ORDER": "true", "STREAMS_RETRY_DELAYS": ",".join(delays),
             "STREAMS_HTTP_MAX_ATTEMPTS": "1", "ORDERS_ENRICH_WITH": "customers", "STREAMS_SESSION_TIMEOUT": "6"}
 
 
@@ -124,10 +124,11 @@ def _rebuilt(log: str) -> tuple[int, int]:
 
 
 async def test_strict_order_holds_across_a_sigkill_with_transient_and_permanent_api_faults(
-    kafka_bootstrap: str, fault_sandbox: SandboxThread, unique: str, tmp_path: Path
+    kafka_bootstrap: str, fault_sandbox: SandboxThread, unique: str, tmp_path: Path, runtime: str
 ) -> None:
     events, keys = 10_000, 500
     pipeline = pipeline_under_test(kafka_bootstrap, fault_sandbox.url, unique, tmp_path)
+    pipeline.runtime = runtime
     await pipeline.create_topics(partitions=8)
     await set_faults(fault_sandbox.url, "customers", FAULTS)
     orders = sample_orders(events, customers=keys)
@@ -151,8 +152,9 @@ async def test_strict_order_holds_across_a_sigkill_with_transient_and_permanent_
 
     figures = await _check(pipeline, orders)
     committed = await committed_offsets(kafka_bootstrap, pipeline.name, pipeline.input_topic)
-    print(f"\nstrict order across SIGKILL: {events} events over {figures['keys']} keys; killed after {killed_at} "
-          f"outputs; restart rebuilt {outstanding} outstanding events over {partitions_rebuilt} partitions; "
+    print(f"\nstrict order across SIGKILL ({runtime}): {events} events over {figures['keys']} keys; "
+          f"killed after {killed_at} outputs; restart rebuilt {outstanding} outstanding events over "
+          f"{partitions_rebuilt} partitions; "
           f"{figures['outputs']} output records ({figures['duplicates']} redelivered), "
           f"{figures['dead']} dead-lettered, "
           f"{figures['dead_heads']} dead heads with {figures['went_on']} later events delivered; "
@@ -162,18 +164,20 @@ async def test_strict_order_holds_across_a_sigkill_with_transient_and_permanent_
 async def test_strict_order_holds_when_a_second_worker_joins_mid_run(
     kafka_bootstrap: str, fault_sandbox: SandboxThread, unique: str, tmp_path: Path
 ) -> None:
-    events, keys = 3_000, 150
+    events, keys = 2_000, 100
+    delays = ["1s", "10s", "10s", "10s", "10s", "10s"]  # a rebalance hands over in seconds: 10 s outlasts it
     pipeline = pipeline_under_test(kafka_bootstrap, fault_sandbox.url, unique, tmp_path)
     await pipeline.create_topics(partitions=8)
     await set_faults(fault_sandbox.url, "customers", FAULTS)
     orders = sample_orders(events, customers=keys, seed=11)
-    await pipeline.produce(orders)
+    await pipeline.produce(orders[: events // 2])  # the other half arrives as the second worker joins
 
     async with TopicCollector(kafka_bootstrap, [pipeline.output_topic, pipeline.dlq]) as seen:
-        with pipeline.worker(0, **_strict_env()) as first:
-            await seen.wait_until(lambda r: len(seen.on(pipeline.output_topic)) >= 800, deadline=300,
-                                  what="800 outputs")
-            with pipeline.worker(1, **_strict_env()) as second:
+        with pipeline.worker(0, **_strict_env(delays)) as first:
+            await seen.wait_until(lambda r: len(seen.on(pipeline.output_topic)) >= 400, deadline=300,
+                                  what="400 outputs")
+            with pipeline.worker(1, **_strict_env(delays)) as second:
+                await pipeline.produce(orders[events // 2:])
                 await seen.wait_until(lambda r: len({headers_of(x)[Header.EVENT_ID] for x in r}) >= events,
                                       deadline=600, what="every event on the output or in the DLQ")
                 assert first.alive and second.alive, first.log_tail() + second.log_tail()
