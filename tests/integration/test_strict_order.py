@@ -137,9 +137,11 @@ async def test_strict_order_holds_across_a_sigkill_with_transient_and_permanent_
 
     async with TopicCollector(kafka_bootstrap, [pipeline.output_topic, pipeline.dlq]) as seen:
         first = pipeline.worker(0, **_strict_env()).start()
-        await seen.wait_until(lambda r: len(seen.on(pipeline.output_topic)) >= 2_000, deadline=300,
-                              what="2,000 outputs")
-        first.kill()  # SIGKILL: no drain, no commit; keys are mid-retry
+        try:
+            await seen.wait_until(lambda r: len(seen.on(pipeline.output_topic)) >= 2_000, deadline=300,
+                                  what="2,000 outputs")
+        finally:
+            first.kill()  # SIGKILL: no drain, no commit; keys are mid-retry
         killed_at = len(set(seen.event_ids(pipeline.output_topic)))
         await pipeline.produce(orders[events // 2:])  # new events of keys whose earlier ones wait in a tier
         with pipeline.worker(1, **_strict_env()) as second:
