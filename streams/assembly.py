@@ -13,6 +13,7 @@ from streams.announce import WORKERS_TOPIC_CONFIG, Announcer, WorkerState
 from streams.api import ApiSettings
 from streams.engine.dedupe import DedupeMode, ProcessedIds
 from streams.engine.engine import Engine, KafkaPort
+from streams.engine.parking import KeyParking, TierScanner
 from streams.engine.processor import EventProcessor
 from streams.engine.retry import RetryPolicy
 from streams.names import dlq_topic, processed_topic, workers_topic
@@ -89,9 +90,9 @@ async def prepare_topics(settings: Settings) -> None:
 def log_stats(log: logging.Logger, processor: EventProcessor, engine: Engine[Any]) -> None:
     """The worker's closing line: what it processed and how each event ended."""
     stats = processor.stats
-    log.info("processed %d: enriched %d, filtered %d, retried %d, dead-lettered %d, parked %d, duplicates "
-             "%d (dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
-             stats.filtered, stats.retried, stats.dead_lettered, stats.parked, stats.duplicates,
+    log.info("processed %d: enriched %d, filtered %d, retried %d, dead-lettered %d, parked %d, stale copies %d, "
+             "duplicates %d (dropped %d); acked %d, released %d, peak in flight %d", stats.processed, stats.enriched,
+             stats.filtered, stats.retried, stats.dead_lettered, stats.parked, stats.stale, stats.duplicates,
              stats.dropped_duplicates, engine.acked, engine.released, engine.peak_in_flight)
 
 
@@ -178,9 +179,13 @@ async def start_processing(settings: Settings, pipeline: Pipeline, retry: RetryP
     await pipeline.start()
     processed = ProcessedIds(settings.kafka_bootstrap_servers, processed_topic(pipeline.name),
                              mode=DedupeMode(settings.dedupe), max_ids=settings.dedupe_max_ids, security=security)
+    # Strict key order rebuilds each partition's state from the retry tiers past the group's
+    # committed offsets (streams.engine.parking), the same way under both runtimes.
+    parking = KeyParking(TierScanner(settings.kafka_bootstrap_servers, pipeline_names(settings).pipeline,
+                                     retry.topics, security)) if settings.strict_key_order else None
     processor = EventProcessor(
         pipeline, serde, pipeline_name=pipeline.name, output_topic=pipeline.sink, retry=retry,
-        processed_ids=processed, strict_key_order=settings.strict_key_order,
+        processed_ids=processed, strict_key_order=settings.strict_key_order, parking=parking,
         max_record_bytes=settings.max_record_bytes)
     engine: Engine[H] = Engine(
         processor, port, max_in_flight=settings.max_in_flight, max_buffered=settings.max_buffered,

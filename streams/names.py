@@ -60,4 +60,9 @@ class Header:
     ERROR_STATUS = "streams.error.status"
     FIRST_FAILURE_AT = "streams.first-failure-at"
     PARKED_BEHIND = "streams.parked-behind"  # event id a strictly ordered event waits behind
+    HOP = "streams.hop"  # how many times the event moved to a retry tier (retried or parked); 0 on the input
+    # On a dead letter with strict key order: how many later events of its key were parked behind
+    # it (and go on without it), and their event ids (comma-separated, cut at 512 characters).
+    BEHIND_COUNT = "streams.behind.count"
+    BEHIND_IDS = "streams.behind.event-ids"
     REPLAY_OF = "streams.replay-of"  # <dlq topic>:<partition>:<offset> of the replayed dead letter

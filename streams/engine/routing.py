@@ -23,7 +23,7 @@ from streams.names import Header, dlq_topic
 HOP_HEADERS = frozenset({
     Header.ATTEMPT, Header.NOT_BEFORE, Header.ORIGIN_TOPIC, Header.ORIGIN_PARTITION, Header.ORIGIN_OFFSET,
     Header.ORIGIN_TIMESTAMP, Header.ERROR_KIND, Header.ERROR_CLASS, Header.ERROR_MESSAGE, Header.ERROR_CONNECTOR,
-    Header.ERROR_STATUS, Header.FIRST_FAILURE_AT, Header.PARKED_BEHIND,
+    Header.ERROR_STATUS, Header.FIRST_FAILURE_AT, Header.PARKED_BEHIND, Header.HOP,
 })
 MAX_HEADER_CHARS = 512  # any header value we write
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")  # an event id fit for a header and a key
@@ -96,6 +96,19 @@ def _origin(record: InboundRecord) -> tuple[str, list[tuple[str, bytes]]]:
     return f"{topic}:{partition}:{offset}", headers
 
 
+def hop_of(record: InboundRecord) -> int | None:
+    """How many times this copy of the event moved to a retry tier: 0 on the input; None on a
+    retry tier record written before the hop header existed (its place among copies is unknown)."""
+    if record.header(Header.ORIGIN_OFFSET) is None:  # hop headers are kept only from retry tiers
+        return 0
+    return _small_int(record.header(Header.HOP), digits=6)
+
+
+def next_hop(record: InboundRecord) -> int:
+    """The hop of the record this one becomes in a retry tier."""
+    return (hop_of(record) or 0) + 1
+
+
 def attempt_of(record: InboundRecord) -> int:
     """Which attempt this delivery is: 1 on the input, +1 per retry hop."""
     attempt = _small_int(record.header(Header.ATTEMPT), digits=3)
@@ -143,11 +156,20 @@ def route_success(record: InboundRecord, output_topic: str, value: bytes, event_
 
 
 def route_failure(
-    record: InboundRecord, pipeline: str, failure: Failure, event_id: str, now_ms: int | None = None
+    record: InboundRecord, pipeline: str, failure: Failure, event_id: str, now_ms: int | None = None,
+    behind: list[str] | None = None,
 ) -> OutboundRecord:
-    """The dead-letter record: original key and value bytes, plus why it failed."""
+    """The dead-letter record: original key and value bytes, plus why it failed.
+
+    ``behind`` (strict key order only): the event ids of later events of its key that were parked
+    behind it and now go on without it, oldest first.
+    """
     now_ms = now_ms if now_ms is not None else int(time() * 1000)
     headers = _common_headers(record, event_id) + _error_headers(record, failure, now_ms)
+    if behind is not None:
+        headers.append((Header.BEHIND_COUNT, str(len(behind)).encode()))
+        if behind:
+            headers.append((Header.BEHIND_IDS, header_text(",".join(behind))))
     return OutboundRecord(dlq_topic(pipeline), record.key, record.value, headers, event_id, failed=True,
                           error_kind=failure.kind.value)
 
@@ -159,6 +181,7 @@ def route_parked(record: InboundRecord, tier: RetryTier, behind: str, event_id: 
     headers = _common_headers(record, event_id)
     headers.append((Header.NOT_BEFORE, str(now_ms + int(tier.delay * 1000)).encode()))
     headers.append((Header.PARKED_BEHIND, header_text(behind)))
+    headers.append((Header.HOP, str(next_hop(record)).encode()))
     return OutboundRecord(tier.topic, record.key, record.value, headers, event_id, retry=True,
                           partition=origin_partition(record))
 
@@ -180,5 +203,6 @@ def route_retry(
     headers = _common_headers(record, event_id, attempt_of(record) + 1)
     headers.append((Header.NOT_BEFORE, str(now_ms + int(tier.delay * 1000)).encode()))
     headers += _error_headers(record, failure, now_ms)
+    headers.append((Header.HOP, str(next_hop(record)).encode()))
     return OutboundRecord(tier.topic, record.key, record.value, headers, event_id, retry=True,
                           partition=origin_partition(record), error_kind=failure.kind.value)
