@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsError
+from pydantic_settings.sources import DotEnvSettingsSource
 
 MAX_SECRET_FILE_BYTES = 64 * 1024  # a secret is a password or a key, not a data file
 
@@ -94,6 +95,24 @@ def _read_secret(path: Path, variable: str) -> str:
     if not text:
         raise SettingsError(f"{variable}: {path} is empty")
     return text
+
+
+class SecretFileSettings(BaseSettings):
+    """Settings whose secrets may come from files: arguments first, then the environment (``X``,
+    then ``X_FILE``), then a ``.env`` file (likewise), then pydantic's secrets directory."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        dotenv_variables = dotenv_settings.env_vars if isinstance(dotenv_settings, DotEnvSettingsSource) else {}
+        return (init_settings, env_settings, SecretFileSource(settings_cls, environment(), "environment"),
+                dotenv_settings, SecretFileSource(settings_cls, dotenv_variables, ".env file"), file_secret_settings)
 
 
 def environment() -> Mapping[str, str]:

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources import DotEnvSettingsSource
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.secret_files import SecretFileSource, environment, secret_field_names
+from streams.secret_files import SecretFileSettings, secret_field_names
 from streams.telemetry.redaction import register_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +23,7 @@ IN_SOURCE_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
 DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "worker" if IN_SOURCE_CHECKOUT else Path(".streams") / "worker"
 
 
-class Settings(BaseSettings):
+class Settings(SecretFileSettings):
     """One pipeline worker's configuration."""
 
     model_config = SettingsConfigDict(
@@ -125,26 +124,6 @@ class Settings(BaseSettings):
         default=512 * 1024, ge=1024, le=900_000,
         description="Larger input values are dead-lettered unread (poison). At most 900,000: a dead letter "
                     "carries the value, and the worker's producer sends requests of at most 1,000,000 bytes.")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: arguments, then the environment (X, then X_FILE), then .env (likewise).
-        dotenv_variables = dotenv_settings.env_vars if isinstance(dotenv_settings, DotEnvSettingsSource) else {}
-        return (
-            init_settings,
-            env_settings,
-            SecretFileSource(settings_cls, environment(), "environment"),
-            dotenv_settings,
-            SecretFileSource(settings_cls, dotenv_variables, ".env file"),
-            file_secret_settings,
-        )
 
     @model_validator(mode="after")
     def _security_is_consistent(self) -> Self:

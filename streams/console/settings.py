@@ -11,13 +11,12 @@ import ipaddress
 from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources import DotEnvSettingsSource
+from pydantic_settings import SettingsConfigDict
 
-from streams.secret_files import SecretFileSource, environment
+from streams.secret_files import SecretFileSettings
 
 
-class ConsoleSettings(BaseSettings):
+class ConsoleSettings(SecretFileSettings):
     model_config = SettingsConfigDict(
         env_prefix="STREAMS_CONSOLE_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True)
 
@@ -36,19 +35,6 @@ class ConsoleSettings(BaseSettings):
                                "secret: password, token, api_key, ...).")
     dlq_rows: int = Field(default=200, ge=1, description="Dead letters listed on a page at most (counts cover all).")
     redrive_rate: float = Field(default=100.0, gt=0, description="Letters per second a redrive replays at most.")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        dotenv_variables = dotenv_settings.env_vars if isinstance(dotenv_settings, DotEnvSettingsSource) else {}
-        return (init_settings, env_settings, SecretFileSource(settings_cls, environment(), "environment"),
-                dotenv_settings, SecretFileSource(settings_cls, dotenv_variables, ".env file"), file_secret_settings)
 
     @model_validator(mode="after")
     def _credentials_are_whole(self) -> Self:
