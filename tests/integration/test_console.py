@@ -127,11 +127,13 @@ async def test_the_console_shows_an_outage_and_redrives_dead_letters_exactly_onc
     fast = {"STREAMS_ANNOUNCE_INTERVAL": "1", "STREAMS_API_CUSTOMERS_RETRIES": "1"}
     orders = iter(sample_orders(5000, customers=500))
     stop_load = asyncio.Event()
+    loaded: set[str] = set()  # event ids of the steady load
 
     async def steady_load() -> None:  # 20 orders a second, as long as the outage part lasts
         async with producer(kafka_bootstrap) as client:
             while not stop_load.is_set():
                 order = next(orders)
+                loaded.add(order["event_id"])
                 await client.send(pipeline.input_topic, SERDE.encode(ORDER_PLACED, order),
                                   key=order["customer_id"].encode())
                 await asyncio.sleep(0.05)
@@ -167,6 +169,12 @@ async def test_the_console_shows_an_outage_and_redrives_dead_letters_exactly_onc
                        "the circuit closed and consumption resumed on the overview")
         stop_load.set()
         await load
+
+        async def load_settled() -> bool:  # its retries done, so none of them meets the 404s below
+            out = await asyncio.to_thread(_read, kafka_bootstrap, pipeline.output_topic, 1, 1.0, 30.0)
+            return loaded <= {_headers(m).get(Header.EVENT_ID) for m in out}
+
+        await wait_for(load_settled, 120, "every event of the load enriched after the outage")
 
         # 404s: each order of these customers is dead-lettered (permanent).
         await set_faults(fault_sandbox.url, "customers", {"errors": {"404": 1.0}})
