@@ -39,6 +39,8 @@ import contextlib
 import sys
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any, Literal, Protocol, TypeGuard
 from urllib.parse import urlsplit
 
@@ -406,8 +408,8 @@ def _carrier_of(context: Context | None) -> dict[str, str] | None:
     return span.carrier() if type(span) is _UnrecordedSpan else None
 
 
-@contextlib.contextmanager
-def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind, context: Context | None) -> Iterator[Span]:
+def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind,
+                     context: Context | None) -> AbstractContextManager[Span]:
     """What the SDK's ``start_as_current_span`` makes, minus the recording: ids, flags and
     tracestate from the parent and the provider's sampler, current for the block."""
     parent = trace.get_current_span(context).get_span_context()
@@ -424,11 +426,43 @@ def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind, contex
         flags |= TraceFlags.RANDOM_TRACE_ID
     span = _UnrecordedSpan(SpanContext(trace_id, provider.id_generator.generate_span_id(), is_remote=False,
                                        trace_flags=TraceFlags(flags), trace_state=result.trace_state))
-    token = context_api.attach(trace.set_span_in_context(span))
-    try:
-        yield span
-    finally:
-        context_api.detach(token)
+    return _CurrentFor(span)
+
+
+class _CurrentFor(AbstractContextManager[Span]):
+    """Makes a span current for a ``with`` block and yields it: ``trace.use_span`` without its
+    exception recording (nothing records), and without a generator per span (an event has three)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        self._token = context_api.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        context_api.detach(self._token)  # type: ignore[arg-type]  # the Token attach returned
+
+
+class _CurrentSpan(AbstractContextManager[Span]):
+    """A ``with`` block that yields the current span and changes nothing: a client or producer
+    span when nothing records spans (see ``_unrecorded_child``). Stateless, so one serves all."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Span:
+        return _unrecorded_child()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+
+_CURRENT_SPAN = _CurrentSpan()
 
 
 def _unrecorded_child() -> Span:
@@ -499,8 +533,7 @@ def _attempt(headers: Mapping[str, bytes]) -> int:
         return 1
 
 
-@contextlib.contextmanager
-def consume_span(record: ConsumedRecord, pipeline: str) -> Iterator[Span]:
+def consume_span(record: ConsumedRecord, pipeline: str) -> AbstractContextManager[Span]:
     """The span of one event, from consume to produce (kind CONSUMER, named ``process <topic>``).
 
     First attempt: a child of the ``traceparent`` in the record's headers (a root without one).
@@ -512,9 +545,13 @@ def consume_span(record: ConsumedRecord, pipeline: str) -> Iterator[Span]:
     unexported = _unexported()
     if unexported is not None:  # nothing records it: only the ids matter, same parent rules
         carried = extract_context(headers) if attempt == 1 and Header.TRACEPARENT in headers else Context()
-        with _unrecorded_span(unexported, f"process {record.topic}", SpanKind.CONSUMER, carried) as span:
-            yield span
-        return
+        return _unrecorded_span(unexported, f"process {record.topic}", SpanKind.CONSUMER, carried)
+    return _recorded_consume_span(record, pipeline, attempt)
+
+
+@contextlib.contextmanager
+def _recorded_consume_span(record: ConsumedRecord, pipeline: str, attempt: int) -> Iterator[Span]:
+    headers = record.headers
     carried = extract_context(headers)
     links: list[Link] = []
     if attempt > 1:
@@ -558,10 +595,9 @@ def set_event_outcome(span: Span, outcome: str, *, error_kind: str | None = None
         span.set_status(Status(StatusCode.ERROR, f"dead-lettered ({error_kind or 'unknown'})"))
 
 
-@contextlib.contextmanager
 def connector_span(
     connector: str, method: str, url: str, *, route: str | None = None, attempt: int = 1
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A client span for one HTTP attempt of a connector (kind CLIENT, named ``GET /v1/x/{id}``).
 
     route: the low-cardinality path template, if known (names the span); attempt: 1 for the
@@ -570,8 +606,13 @@ def connector_span(
     An exception leaving the block marks the span failed (redacted).
     """
     if _records_nothing():  # see _unrecorded_child
-        yield _unrecorded_child()
-        return
+        return _CURRENT_SPAN
+    return _recorded_connector_span(connector, method, url, route, attempt)
+
+
+@contextlib.contextmanager
+def _recorded_connector_span(connector: str, method: str, url: str, route: str | None,
+                             attempt: int) -> Iterator[Span]:
     parts = urlsplit(url)
     method = method.upper()
     attributes: dict[str, Any] = {
@@ -597,18 +638,21 @@ def set_http_status(span: Span, status: int) -> None:
         span.set_status(Status(StatusCode.ERROR))
 
 
-@contextlib.contextmanager
 def produce_span(
     topic: str, *, pipeline: str, partition: int | None = None, event_id: str | None = None
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A producer span for one produced record (kind PRODUCER, named ``send <topic>``).
 
     Call ``inject_headers(record.headers)`` inside, so the record carries this span's context.
     The span covers handing the record to the producer, not the broker's acknowledgement.
     """
     if _records_nothing():  # see _unrecorded_child
-        yield _unrecorded_child()
-        return
+        return _CURRENT_SPAN
+    return _recorded_produce_span(topic, pipeline, partition, event_id)
+
+
+@contextlib.contextmanager
+def _recorded_produce_span(topic: str, pipeline: str, partition: int | None, event_id: str | None) -> Iterator[Span]:
     attributes = {
         messaging.MESSAGING_SYSTEM: "kafka",
         messaging.MESSAGING_OPERATION_TYPE: "send",
@@ -637,13 +681,41 @@ class _SpanTrace:
         set_http_status(self._span, code)
 
 
+class _UnrecordedAttempt(AbstractContextManager["_UnrecordedAttempt"]):
+    """An HTTP attempt when nothing records spans: the API gets the current span's context as
+    ``traceparent`` (as ``_CurrentSpan``), there is no status to keep. Stateless: one serves all."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> _UnrecordedAttempt:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        inject_http_headers(headers)
+
+    def status(self, code: int) -> None:
+        return None
+
+
+_UNRECORDED_ATTEMPT = _UnrecordedAttempt()
+
+
 class ConnectorTracing:
     """The connectors' instrumentation hook (``connectors.instrumentation``): a client span per
     HTTP attempt, its context sent to the API as ``traceparent``. Installed when this module loads."""
 
-    @contextlib.contextmanager
     def attempt(self, connector: str, method: str, url: str, *, route: str | None,
-                attempt: int) -> Iterator[_SpanTrace]:
+                attempt: int) -> AbstractContextManager[_SpanTrace | _UnrecordedAttempt]:
+        if _records_nothing():
+            return _UNRECORDED_ATTEMPT
+        return self._recorded(connector, method, url, route, attempt)
+
+    @contextlib.contextmanager
+    def _recorded(self, connector: str, method: str, url: str, route: str | None, attempt: int) -> Iterator[_SpanTrace]:
         with connector_span(connector, method, url, route=route, attempt=attempt) as span:
             yield _SpanTrace(span)
 
