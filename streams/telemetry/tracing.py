@@ -56,6 +56,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
 from opentelemetry.semconv.attributes import (
     error_attributes,
@@ -322,6 +323,14 @@ def inject_headers(
     ``headers`` is a list of (name, bytes) pairs or a dict; any trace headers already there
     (copied from the input) are replaced. Changes and returns the same object.
     """
+    span = trace.get_current_span(context)
+    if type(span) is _UnrecordedSpan and isinstance(headers, list):  # the common case: no dict, no encoding
+        for name, _ in headers:
+            if name in _TRACE_HEADERS:
+                headers[:] = [(name, value) for name, value in headers if name not in _TRACE_HEADERS]
+                break
+        headers.extend(span.kafka_headers())
+        return headers
     carrier = _carrier_of(context)
     if carrier is None:
         carrier = {}
@@ -390,6 +399,14 @@ class _UnrecordedSpan(NonRecordingSpan):
     and its output record carry the same context (see ``_unrecorded_child``)."""
 
     _carrier: dict[str, str] | None = None
+    _kafka: tuple[tuple[str, bytes], ...] | None = None
+
+    def kafka_headers(self) -> tuple[tuple[str, bytes], ...]:
+        """``carrier`` as Kafka header pairs, encoded once."""
+        pairs = self._kafka
+        if pairs is None:
+            pairs = self._kafka = tuple((name, value.encode()) for name, value in self.carrier().items())
+        return pairs
 
     def carrier(self) -> dict[str, str]:
         carrier = self._carrier
@@ -416,17 +433,64 @@ def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind,
     if parent.is_valid:
         trace_id = parent.trace_id
         random_trace_id = parent.trace_flags.random_trace_id
+        flags = parent.trace_flags
+        case = (1 if flags.sampled else 2) if parent.is_remote else (3 if flags.sampled else 4)
     else:
         trace_id = provider.id_generator.generate_trace_id()
         random_trace_id = provider.id_generator.is_trace_id_random()
-    result = provider.sampler.should_sample(context, trace_id, name, kind)
-    sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
-    flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
-    if random_trace_id:
-        flags |= TraceFlags.RANDOM_TRACE_ID
+        case = 0
+    sampler = provider.sampler
+    sampled = _fixed_decisions(sampler)[case]
+    if sampled is not None:  # what the sampler would answer, without asking it (see _fixed_decisions)
+        trace_state = parent.trace_state if case else None
+    else:
+        result = sampler.should_sample(context, trace_id, name, kind)
+        sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+        trace_state = result.trace_state
     span = _UnrecordedSpan(SpanContext(trace_id, provider.id_generator.generate_span_id(), is_remote=False,
-                                       trace_flags=TraceFlags(flags), trace_state=result.trace_state))
+                                       trace_flags=_FLAGS[sampled, random_trace_id], trace_state=trace_state))
     return _CurrentFor(span)
+
+
+_FLAGS = {(sampled, random): TraceFlags((TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+                                        | (TraceFlags.RANDOM_TRACE_ID if random else 0))
+          for sampled in (False, True) for random in (False, True)}
+
+Fixed = tuple[bool | None, bool | None, bool | None, bool | None, bool | None]
+_fixed: tuple[Sampler, Fixed] | None = None
+
+
+def _fixed_decisions(sampler: Sampler) -> Fixed:
+    """Whether ``sampler`` samples a span with no parent, a remote sampled, a remote unsampled,
+    a local sampled and a local unsampled parent, where it decides by that alone; None where
+    it must be asked.
+
+    The SDK's ``StaticSampler`` (always on, always off) and ``ParentBased`` over them (the default,
+    and every ``parentbased_always_*`` of ``OTEL_TRACES_SAMPLER``) decide so, and answer the
+    parent's tracestate; this saves building their ``SamplingResult`` for every span.
+    """
+    global _fixed
+    if _fixed is not None and _fixed[0] is sampler:
+        return _fixed[1]
+    delegates: tuple[object, ...]
+    if type(sampler) is ParentBased:
+        delegates = tuple(getattr(sampler, name, None) for name in (
+            "_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+            "_local_parent_not_sampled"))
+    else:
+        delegates = (sampler,) * 5
+    decisions = tuple(_static_decision(delegate) for delegate in delegates)
+    fixed: Fixed = (decisions[0], decisions[1], decisions[2], decisions[3], decisions[4])
+    _fixed = (sampler, fixed)
+    return fixed
+
+
+def _static_decision(sampler: object) -> bool | None:
+    if type(sampler) is StaticSampler:
+        decision = getattr(sampler, "_decision", None)
+        if isinstance(decision, Decision):
+            return bool(decision.is_sampled())  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+    return None
 
 
 class _CurrentFor(AbstractContextManager[Span]):
