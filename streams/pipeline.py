@@ -327,7 +327,7 @@ class Pipeline:
             results["degraded"] = reasons
             assert self._output is not None
             output = self._output(*[results[p] for p in self._output_params])
-            if inspect.isawaitable(output):
+            if type(output) is not dict and inspect.isawaitable(output):
                 output = await output
         finally:
             degradations.reset(token)
@@ -342,7 +342,7 @@ class Pipeline:
         return output
 
     async def _run_step(self, step: Step, results: dict[str, Any], reasons: list[str]) -> Any:
-        args = tuple(results[p] for p in step.params)
+        args = tuple([results[p] for p in step.params])
         try:
             if step.batcher is not None:
                 return await step.batcher.submit((current_event_id.get() or "", args))
