@@ -408,7 +408,9 @@ class HttpConnector:
                     traced = dict(headers) if headers else {}  # the attempt's own: hooks and auth add to it
                     trace.inject(traced)  # the API sees the event's trace as traceparent
                     try:
-                        response = await self._send_authorized(method, url, query, json_body, traced, budget)
+                        response = await (
+                            self._send(method, url, query, json_body, traced, budget) if self.auth is None
+                            else self._send_authorized(method, url, query, json_body, traced, budget))
                     except ConnectorError as failed:
                         if failed.status is not None:
                             trace.status(failed.status)

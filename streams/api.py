@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -463,10 +463,11 @@ class _BoundApi:
         response = await self._get(path, query, params)
         return response.data, freshness_of(response.headers, self.cache_settings)
 
-    async def _get(self, path: str, query: Mapping[str, str] | None, params: dict[str, str]) -> JsonResponse:
+    def _get(self, path: str, query: Mapping[str, str] | None,
+             params: dict[str, str]) -> Coroutine[Any, Any, JsonResponse]:
         # The placeholders as a mapping: one named like a keyword of HttpConnector.get (headers)
-        # fills the path, not the keyword
-        return await self.http.request_path("GET", path, params, query=query)
+        # fills the path, not the keyword. The connector's coroutine itself: one frame less per await.
+        return self.http.request_path("GET", path, params, query=query)
 
     async def post(self, path: str, body: Any, query: Mapping[str, str] | None, key: str | None,
                    params: Mapping[str, Any]) -> Any:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -300,9 +300,10 @@ class Pipeline:
             if connector is not None and connector.limiter is not None:
                 connector.limiter.set_share(owned_partitions, total_partitions)
 
-    async def process(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """The output record for one event, or None (filtered); raises what fails the event."""
-        return await self._evaluate(event, [])
+    def process(self, event: dict[str, Any]) -> Coroutine[Any, Any, dict[str, Any] | None]:
+        """The output record for one event, or None (filtered); raises what fails the event.
+        (A coroutine to await: ``_evaluate``'s own, so each of the event's awaits passes one frame less.)"""
+        return self._evaluate(event, [])
 
     async def _evaluate(self, event: dict[str, Any], reasons: list[str]) -> dict[str, Any] | None:
         token = degradations.set(reasons)
