@@ -53,9 +53,11 @@ def validate_order_placed(event: Mapping[str, Any]) -> None:
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
         count = len(items) if isinstance(items, list) else "no"
         raise ValidationError(f"items: {count} line items; an order has 1 to {MAX_ITEMS}")
+    if _items_ok(items):
+        return  # the common case, without building the messages' field paths
     for n, item in enumerate(items):
         if _item_ok(item):
-            continue  # the common case, without building the messages' field paths
+            continue
         if not isinstance(item, Mapping):
             raise ValidationError(f"items[{n}] is not a record")
         _matches(item, "sku", ID, MAX_ID, where=f"items[{n}].")
@@ -88,6 +90,21 @@ def validate_enriched_order(record: Mapping[str, Any], validated_input: Mapping[
 _ORDER_FIELDS = frozenset({"event_id", "order_id", "customer_id", "placed_at", "currency", "amount_cents",
                            "channel", "shipping_country", "items", "coupon_code"})
 _MISSING = object()
+
+
+def _items_ok(items: list[Any]) -> bool:
+    """Whether every line item passes ``_item_ok``, in one loop (no call per item: an order has
+    up to a hundred)."""
+    good_skus = _GOOD_SKUS
+    for item in items:
+        if type(item) is not dict:
+            return False
+        sku, quantity, price = item.get("sku"), item.get("quantity"), item.get("unit_price_cents")
+        if (type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY
+                or type(price) is not int or not 0 <= price <= MAX_CENTS
+                or type(sku) is not str or (sku not in good_skus and not _good_sku(sku))):
+            return False
+    return True
 
 
 def _item_ok(item: Any) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -463,11 +463,11 @@ class _BoundApi:
         response = await self._get(path, query, params)
         return response.data, freshness_of(response.headers, self.cache_settings)
 
-    async def _get(self, path: str, query: Mapping[str, str] | None, params: dict[str, str]) -> JsonResponse:
-        # HttpConnector.get(path, query=query, **params), with the placeholders filled first: a
-        # placeholder named like one of get's keywords (headers) fills the path, not the keyword
-        url = self.http.url_for(path, **params)
-        return await self.http.request("GET", url, query=query, route=path)
+    def _get(self, path: str, query: Mapping[str, str] | None,
+             params: dict[str, str]) -> Coroutine[Any, Any, JsonResponse]:
+        # The placeholders as a mapping: one named like a keyword of HttpConnector.get (headers)
+        # fills the path, not the keyword. The connector's coroutine itself: one frame less per await.
+        return self.http.request_path("GET", path, params, query=query)
 
     async def post(self, path: str, body: Any, query: Mapping[str, str] | None, key: str | None,
                    params: Mapping[str, Any]) -> Any:
@@ -475,10 +475,9 @@ class _BoundApi:
         try:
             # HttpConnector.post_json(path, body, idempotency_key=key, **params) when there is no
             # query; as in _get, placeholders (even one named headers or retry) only fill the path
-            url = self.http.url_for(path, **text_params)
             headers = {"Idempotency-Key": key} if key is not None else None
-            return (await self.http.request("POST", url, query=query or None, json_body=body, headers=headers,
-                                            retry=key is not None, route=path)).data
+            return (await self.http.request_path("POST", path, text_params, query=query or None, json_body=body,
+                                                 headers=headers, retry=key is not None)).data
         except ConnectorError as exc:
             raise _translated(exc) from exc
 

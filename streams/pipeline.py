@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -300,9 +300,10 @@ class Pipeline:
             if connector is not None and connector.limiter is not None:
                 connector.limiter.set_share(owned_partitions, total_partitions)
 
-    async def process(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """The output record for one event, or None (filtered); raises what fails the event."""
-        return await self._evaluate(event, [])
+    def process(self, event: dict[str, Any]) -> Coroutine[Any, Any, dict[str, Any] | None]:
+        """The output record for one event, or None (filtered); raises what fails the event.
+        (A coroutine to await: ``_evaluate``'s own, so each of the event's awaits passes one frame less.)"""
+        return self._evaluate(event, [])
 
     async def _evaluate(self, event: dict[str, Any], reasons: list[str]) -> dict[str, Any] | None:
         token = degradations.set(reasons)
@@ -327,7 +328,7 @@ class Pipeline:
             results["degraded"] = reasons
             assert self._output is not None
             output = self._output(*[results[p] for p in self._output_params])
-            if inspect.isawaitable(output):
+            if type(output) is not dict and inspect.isawaitable(output):
                 output = await output
         finally:
             degradations.reset(token)
@@ -342,7 +343,7 @@ class Pipeline:
         return output
 
     async def _run_step(self, step: Step, results: dict[str, Any], reasons: list[str]) -> Any:
-        args = tuple(results[p] for p in step.params)
+        args = tuple([results[p] for p in step.params])
         try:
             if step.batcher is not None:
                 return await step.batcher.submit((current_event_id.get() or "", args))

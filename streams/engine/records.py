@@ -24,7 +24,8 @@ class InboundRecord:
 
     def malformed_header_names(self) -> list[bytes]:
         """Header names that are not UTF-8, as their bytes (``streams.kafka.wire_records`` keeps them)."""
-        return [name.encode("utf-8", "surrogateescape") for name in self.headers if not _is_utf8(name)]
+        return [name.encode("utf-8", "surrogateescape") for name in self.headers
+                if not name.isascii() and not _is_utf8(name)]
 
     def header(self, name: str) -> str | None:
         raw = self.headers.get(name)

@@ -46,6 +46,8 @@ def admit_headers(headers: dict[str, bytes], *, from_retry_tier: bool) -> dict[s
 
 def header_text(text: str, limit: int = MAX_HEADER_CHARS) -> bytes:
     """A header value: one line (control characters become spaces), valid UTF-8, ``limit`` chars at most."""
+    if len(text) <= limit and text.isascii() and text.isprintable():
+        return text.encode()  # already one line of printable ASCII (event ids): nothing to change
     one_line = "".join(c if c.isprintable() else " " for c in text)
     one_line = one_line.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates → '?'
     if len(one_line) > limit:

@@ -39,6 +39,8 @@ import contextlib
 import sys
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any, Literal, Protocol, TypeGuard
 from urllib.parse import urlsplit
 
@@ -54,6 +56,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
 from opentelemetry.semconv.attributes import (
     error_attributes,
@@ -320,6 +323,14 @@ def inject_headers(
     ``headers`` is a list of (name, bytes) pairs or a dict; any trace headers already there
     (copied from the input) are replaced. Changes and returns the same object.
     """
+    span = trace.get_current_span(context)
+    if type(span) is _UnrecordedSpan and isinstance(headers, list):  # the common case: no dict, no encoding
+        for name, _ in headers:
+            if name in _TRACE_HEADERS:
+                headers[:] = [(name, value) for name, value in headers if name not in _TRACE_HEADERS]
+                break
+        headers.extend(span.kafka_headers())
+        return headers
     carrier = _carrier_of(context)
     if carrier is None:
         carrier = {}
@@ -388,6 +399,14 @@ class _UnrecordedSpan(NonRecordingSpan):
     and its output record carry the same context (see ``_unrecorded_child``)."""
 
     _carrier: dict[str, str] | None = None
+    _kafka: tuple[tuple[str, bytes], ...] | None = None
+
+    def kafka_headers(self) -> tuple[tuple[str, bytes], ...]:
+        """``carrier`` as Kafka header pairs, encoded once."""
+        pairs = self._kafka
+        if pairs is None:
+            pairs = self._kafka = tuple((name, value.encode()) for name, value in self.carrier().items())
+        return pairs
 
     def carrier(self) -> dict[str, str]:
         carrier = self._carrier
@@ -406,29 +425,108 @@ def _carrier_of(context: Context | None) -> dict[str, str] | None:
     return span.carrier() if type(span) is _UnrecordedSpan else None
 
 
-@contextlib.contextmanager
-def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind, context: Context | None) -> Iterator[Span]:
+def _unrecorded_span(provider: TracerProvider, name: str, kind: SpanKind,
+                     context: Context | None) -> AbstractContextManager[Span]:
     """What the SDK's ``start_as_current_span`` makes, minus the recording: ids, flags and
     tracestate from the parent and the provider's sampler, current for the block."""
     parent = trace.get_current_span(context).get_span_context()
     if parent.is_valid:
         trace_id = parent.trace_id
         random_trace_id = parent.trace_flags.random_trace_id
+        flags = parent.trace_flags
+        case = (1 if flags.sampled else 2) if parent.is_remote else (3 if flags.sampled else 4)
     else:
         trace_id = provider.id_generator.generate_trace_id()
         random_trace_id = provider.id_generator.is_trace_id_random()
-    result = provider.sampler.should_sample(context, trace_id, name, kind)
-    sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
-    flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
-    if random_trace_id:
-        flags |= TraceFlags.RANDOM_TRACE_ID
+        case = 0
+    sampler = provider.sampler
+    sampled = _fixed_decisions(sampler)[case]
+    if sampled is not None:  # what the sampler would answer, without asking it (see _fixed_decisions)
+        trace_state = parent.trace_state if case else None
+    else:
+        result = sampler.should_sample(context, trace_id, name, kind)
+        sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+        trace_state = result.trace_state
     span = _UnrecordedSpan(SpanContext(trace_id, provider.id_generator.generate_span_id(), is_remote=False,
-                                       trace_flags=TraceFlags(flags), trace_state=result.trace_state))
-    token = context_api.attach(trace.set_span_in_context(span))
-    try:
-        yield span
-    finally:
-        context_api.detach(token)
+                                       trace_flags=_FLAGS[sampled, random_trace_id], trace_state=trace_state))
+    return _CurrentFor(span)
+
+
+_FLAGS = {(sampled, random): TraceFlags((TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+                                        | (TraceFlags.RANDOM_TRACE_ID if random else 0))
+          for sampled in (False, True) for random in (False, True)}
+
+Fixed = tuple[bool | None, bool | None, bool | None, bool | None, bool | None]
+_fixed: tuple[Sampler, Fixed] | None = None
+
+
+def _fixed_decisions(sampler: Sampler) -> Fixed:
+    """Whether ``sampler`` samples a span with no parent, a remote sampled, a remote unsampled,
+    a local sampled and a local unsampled parent, where it decides by that alone; None where
+    it must be asked.
+
+    The SDK's ``StaticSampler`` (always on, always off) and ``ParentBased`` over them (the default,
+    and every ``parentbased_always_*`` of ``OTEL_TRACES_SAMPLER``) decide so, and answer the
+    parent's tracestate; this saves building their ``SamplingResult`` for every span.
+    """
+    global _fixed
+    if _fixed is not None and _fixed[0] is sampler:
+        return _fixed[1]
+    delegates: tuple[object, ...]
+    if type(sampler) is ParentBased:
+        delegates = tuple(getattr(sampler, name, None) for name in (
+            "_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled",
+            "_local_parent_not_sampled"))
+    else:
+        delegates = (sampler,) * 5
+    decisions = tuple(_static_decision(delegate) for delegate in delegates)
+    fixed: Fixed = (decisions[0], decisions[1], decisions[2], decisions[3], decisions[4])
+    _fixed = (sampler, fixed)
+    return fixed
+
+
+def _static_decision(sampler: object) -> bool | None:
+    if type(sampler) is StaticSampler:
+        decision = getattr(sampler, "_decision", None)
+        if isinstance(decision, Decision):
+            return bool(decision.is_sampled())  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+    return None
+
+
+class _CurrentFor(AbstractContextManager[Span]):
+    """Makes a span current for a ``with`` block and yields it: ``trace.use_span`` without its
+    exception recording (nothing records), and without a generator per span (an event has three)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        self._token = context_api.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        context_api.detach(self._token)  # type: ignore[arg-type]  # the Token attach returned
+
+
+class _CurrentSpan(AbstractContextManager[Span]):
+    """A ``with`` block that yields the current span and changes nothing: a client or producer
+    span when nothing records spans (see ``_unrecorded_child``). Stateless, so one serves all."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Span:
+        return _unrecorded_child()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+
+_CURRENT_SPAN = _CurrentSpan()
 
 
 def _unrecorded_child() -> Span:
@@ -499,8 +597,7 @@ def _attempt(headers: Mapping[str, bytes]) -> int:
         return 1
 
 
-@contextlib.contextmanager
-def consume_span(record: ConsumedRecord, pipeline: str) -> Iterator[Span]:
+def consume_span(record: ConsumedRecord, pipeline: str) -> AbstractContextManager[Span]:
     """The span of one event, from consume to produce (kind CONSUMER, named ``process <topic>``).
 
     First attempt: a child of the ``traceparent`` in the record's headers (a root without one).
@@ -512,9 +609,13 @@ def consume_span(record: ConsumedRecord, pipeline: str) -> Iterator[Span]:
     unexported = _unexported()
     if unexported is not None:  # nothing records it: only the ids matter, same parent rules
         carried = extract_context(headers) if attempt == 1 and Header.TRACEPARENT in headers else Context()
-        with _unrecorded_span(unexported, f"process {record.topic}", SpanKind.CONSUMER, carried) as span:
-            yield span
-        return
+        return _unrecorded_span(unexported, f"process {record.topic}", SpanKind.CONSUMER, carried)
+    return _recorded_consume_span(record, pipeline, attempt)
+
+
+@contextlib.contextmanager
+def _recorded_consume_span(record: ConsumedRecord, pipeline: str, attempt: int) -> Iterator[Span]:
+    headers = record.headers
     carried = extract_context(headers)
     links: list[Link] = []
     if attempt > 1:
@@ -558,10 +659,9 @@ def set_event_outcome(span: Span, outcome: str, *, error_kind: str | None = None
         span.set_status(Status(StatusCode.ERROR, f"dead-lettered ({error_kind or 'unknown'})"))
 
 
-@contextlib.contextmanager
 def connector_span(
     connector: str, method: str, url: str, *, route: str | None = None, attempt: int = 1
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A client span for one HTTP attempt of a connector (kind CLIENT, named ``GET /v1/x/{id}``).
 
     route: the low-cardinality path template, if known (names the span); attempt: 1 for the
@@ -570,8 +670,13 @@ def connector_span(
     An exception leaving the block marks the span failed (redacted).
     """
     if _records_nothing():  # see _unrecorded_child
-        yield _unrecorded_child()
-        return
+        return _CURRENT_SPAN
+    return _recorded_connector_span(connector, method, url, route, attempt)
+
+
+@contextlib.contextmanager
+def _recorded_connector_span(connector: str, method: str, url: str, route: str | None,
+                             attempt: int) -> Iterator[Span]:
     parts = urlsplit(url)
     method = method.upper()
     attributes: dict[str, Any] = {
@@ -597,18 +702,21 @@ def set_http_status(span: Span, status: int) -> None:
         span.set_status(Status(StatusCode.ERROR))
 
 
-@contextlib.contextmanager
 def produce_span(
     topic: str, *, pipeline: str, partition: int | None = None, event_id: str | None = None
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A producer span for one produced record (kind PRODUCER, named ``send <topic>``).
 
     Call ``inject_headers(record.headers)`` inside, so the record carries this span's context.
     The span covers handing the record to the producer, not the broker's acknowledgement.
     """
     if _records_nothing():  # see _unrecorded_child
-        yield _unrecorded_child()
-        return
+        return _CURRENT_SPAN
+    return _recorded_produce_span(topic, pipeline, partition, event_id)
+
+
+@contextlib.contextmanager
+def _recorded_produce_span(topic: str, pipeline: str, partition: int | None, event_id: str | None) -> Iterator[Span]:
     attributes = {
         messaging.MESSAGING_SYSTEM: "kafka",
         messaging.MESSAGING_OPERATION_TYPE: "send",
@@ -637,13 +745,41 @@ class _SpanTrace:
         set_http_status(self._span, code)
 
 
+class _UnrecordedAttempt(AbstractContextManager["_UnrecordedAttempt"]):
+    """An HTTP attempt when nothing records spans: the API gets the current span's context as
+    ``traceparent`` (as ``_CurrentSpan``), there is no status to keep. Stateless: one serves all."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> _UnrecordedAttempt:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        inject_http_headers(headers)
+
+    def status(self, code: int) -> None:
+        return None
+
+
+_UNRECORDED_ATTEMPT = _UnrecordedAttempt()
+
+
 class ConnectorTracing:
     """The connectors' instrumentation hook (``connectors.instrumentation``): a client span per
     HTTP attempt, its context sent to the API as ``traceparent``. Installed when this module loads."""
 
-    @contextlib.contextmanager
     def attempt(self, connector: str, method: str, url: str, *, route: str | None,
-                attempt: int) -> Iterator[_SpanTrace]:
+                attempt: int) -> AbstractContextManager[_SpanTrace | _UnrecordedAttempt]:
+        if _records_nothing():
+            return _UNRECORDED_ATTEMPT
+        return self._recorded(connector, method, url, route, attempt)
+
+    @contextlib.contextmanager
+    def _recorded(self, connector: str, method: str, url: str, route: str | None, attempt: int) -> Iterator[_SpanTrace]:
         with connector_span(connector, method, url, route=route, attempt=attempt) as span:
             yield _SpanTrace(span)
 

@@ -142,6 +142,23 @@ async def test_a_templated_url_that_would_leave_the_allowlist_is_refused_before_
     assert arrived.path_qs == "/v1/customers/@evil.example%2F..%2F..%2Fadmin%2Ffaults"  # ('@' needs no escape here)
 
 
+async def test_request_path_fills_the_template_from_a_mapping_and_keeps_every_check(api: SandboxServer) -> None:
+    outcomes: list[CallOutcome] = []
+    async with HttpConnector("customers", HttpSettings(base_url=api.url)) as http:
+        http.add_call_observer(outcomes.append)
+        # a placeholder named like an option fills the path; the route defaults to the template
+        response = await http.request_path("GET", "/v1/customers/{headers}", {"headers": "C000001"})
+        assert response.data["customer_id"] == "C000001" and response.url == f"{api.url}/v1/customers/C000001"
+        with pytest.raises(PermanentError) as caught:  # encoded into one segment, whatever it holds
+            await http.request_path("GET", "/v1/customers/{id}", {"id": "a/../../admin faults"})
+        assert caught.value.status == 404
+        with pytest.raises(PermanentError, match="not the allowed host"):
+            await http.request_path("GET", "@evil.example{path}", {"path": "/v1/customers/C000001"})
+    assert [(o.route, o.status) for o in outcomes] == [("/v1/customers/{headers}", 200), ("/v1/customers/{id}", 404)]
+    assert [r.path_qs for r in api.stats.of("customers")] == [
+        "/v1/customers/C000001", "/v1/customers/a%2F..%2F..%2Fadmin%20faults"]
+
+
 async def test_an_extra_allowed_host_is_reachable(api: SandboxServer) -> None:
     settings = HttpSettings(base_url="http://localhost:1", allowed_hosts=(f"127.0.0.1:{api.port}",))
     async with HttpConnector("customers", settings) as http:

@@ -359,6 +359,31 @@ def test_none_propagates_the_event_span_unchanged_to_the_api_and_the_output(rest
     provider.shutdown()
 
 
+@pytest.mark.parametrize("sampler", ["parentbased_always_on", "always_on", "always_off",
+                                     "parentbased_always_off", "parentbased_traceidratio", "traceidratio"])
+@pytest.mark.parametrize("incoming", [None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                                      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"])
+def test_none_gives_unrecorded_spans_the_sampling_the_sdk_would(
+    sampler: str, incoming: str | None, restore_provider: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sampled flag and tracestate of an unrecorded span are the provider's sampler's answer
+    (some samplers' answers are computed without asking them: they must agree)."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    provider = configure_tracing("none", set_global=False)
+    headers = {Header.TRACEPARENT: incoming.encode(), Header.TRACESTATE: b"vendor=x"} if incoming else {}
+    for offset in range(40):  # ratio samplers decide by trace id: several roots
+        with consume_span(Record(headers=dict(headers), offset=offset), "p"):
+            made = trace.get_current_span().get_span_context()
+        parent = extract_context(headers)
+        expected = provider.sampler.should_sample(parent, made.trace_id, "process orders", SpanKind.CONSUMER)
+        assert made.trace_flags.sampled == expected.decision.is_sampled()
+        assert made.trace_state == (expected.trace_state or trace.TraceState())
+        if incoming:
+            assert f"{made.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    provider.shutdown()
+
+
 @pytest.mark.parametrize("no_sdk", [trace.ProxyTracerProvider, trace.NoOpTracerProvider])
 def test_without_an_sdk_client_and_producer_spans_pass_the_context_through_at_no_cost(
     no_sdk: type[trace.TracerProvider], restore_provider: None, monkeypatch: pytest.MonkeyPatch
