@@ -16,7 +16,7 @@ from confluent_kafka.admin import AclOperation, ResourceType
 from pipelines.orders import ORDER_PLACED
 from streams.engine.retry import RetryPolicy
 from streams.kafka.clients import producer, read_records
-from streams.names import dlq_topic, processed_topic
+from streams.names import dlq_topic, processed_topic, workers_topic
 from streams.serde import AvroSerde, EmbeddedRegistry
 from streams.worker_process import WorkerProcess
 from tests.security.conftest import SecureKafka
@@ -56,6 +56,10 @@ class SecurePipeline:
         return processed_topic(self.name)
 
     @property
+    def workers(self) -> str:
+        return workers_topic(self.name)
+
+    @property
     def leader_topic(self) -> str:
         return f"{self.name}-__assignor-__leader"  # Faust's leader assignor topic
 
@@ -63,7 +67,7 @@ class SecurePipeline:
         """As the admin, as an operator would: the worker creates nothing (no CREATE grant)."""
         self.kafka.create_topics({
             self.input_topic: self.partitions, self.output_topic: self.partitions, self.dlq: 1,
-            self.processed: self.partitions, self.leader_topic: 1,
+            self.processed: self.partitions, self.leader_topic: 1, self.workers: 1,
             **{topic: self.partitions for topic in self.retry_topics},
         })
 
@@ -75,6 +79,7 @@ class SecurePipeline:
             (ResourceType.TOPIC, self.output_topic, [WRITE, DESCRIBE]),
             (ResourceType.TOPIC, self.dlq, [WRITE, DESCRIBE]),
             (ResourceType.TOPIC, self.processed, [READ, WRITE, DESCRIBE]),
+            (ResourceType.TOPIC, self.workers, [WRITE, DESCRIBE]),
             # Faust declares this topic at start without looking whether it exists, and the broker
             # answers an unauthorized CreateTopics for an existing topic with an authorization error
             (ResourceType.TOPIC, self.leader_topic, [READ, DESCRIBE, CREATE]),
