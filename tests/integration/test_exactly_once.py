@@ -124,24 +124,31 @@ async def test_a_worker_fenced_by_one_with_its_transactional_id_stops_and_nothin
 ) -> None:
     pipeline = pipeline_under_test(kafka_bootstrap, slow_sandbox.url, unique, tmp_path)
     await pipeline.create_topics(partitions=4)
-    events = 5_000
-    orders = sample_orders(events, customers=500, seed=3)
-    await pipeline.produce(orders)
+    before = sample_orders(5_000, customers=500, seed=3)
+    after = sample_orders(2_000, customers=500, seed=4)  # written once the successor has fenced the first
     env = {"STREAMS_GUARANTEE": "exactly-once", "STREAMS_TRANSACTIONAL_ID": f"{unique}.worker"}
+    await pipeline.produce(before)
 
     with CommittedReader(kafka_bootstrap, [pipeline.output_topic, pipeline.dlq],
                          {pipeline.output_topic: 4, pipeline.dlq: 1}) as seen:
         first = pipeline.worker(0, **env).start()
         try:
             await wait_for(lambda: seen.distinct() >= 500, deadline=120, what="500 committed results")
-            with pipeline.worker(1, **env):  # a restart of "the same" worker while the old one still runs
+            with pipeline.worker(1, **env) as second:  # a restart of "the same" worker while the old one still runs
+                # The successor logs its partitions after its producer has its id, which fenced the
+                # first; a fenced producer learns it at its next transaction, so the first gets
+                # events to process from here on, whether or not it still had some.
+                await wait_for(lambda: "owning" in second.log_path.read_text(errors="replace"), deadline=60,
+                               what="the second worker to own partitions")
+                await pipeline.produce(after)
                 await wait_for(lambda: not first.alive, deadline=90, what="the fenced worker to stop")
-                await wait_for(lambda: seen.distinct() >= events, deadline=180, what="every event's result")
+                await wait_for(lambda: seen.distinct() >= len(before) + len(after), deadline=180,
+                               what="every event's result")
                 await asyncio.sleep(3)
         finally:
             code = first.kill()
     assert code == 1, first.log_tail()
     assert "transaction" in first.log_tail(60), first.log_tail()
     counts = Counter(seen.event_ids())
-    assert set(counts) == {o["event_id"] for o in orders}
+    assert set(counts) == {o["event_id"] for o in before + after}
     assert [event_id for event_id, n in counts.items() if n > 1] == []
