@@ -22,7 +22,7 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 20_000
+EVENTS = 12_000
 
 
 async def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
@@ -33,7 +33,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing_after_restart(
     await pipeline.create_topics(partitions=8)
     orders = sample_orders(EVENTS, customers=2000)
     await pipeline.produce(orders)
-    kill_after = random.randint(2_000, 15_000)
+    kill_after = random.randint(2_000, 9_000)
 
     async with TopicCollector(kafka_bootstrap, [pipeline.output_topic, pipeline.dlq]) as seen:
         worker = pipeline.worker(0).start()
